@@ -1,0 +1,118 @@
+"""Safe reading and atomic writing of state dicts (.pth and .safetensors).
+
+Every load goes through `read_state_dict`, which only unpickles plain tensors
+(`weights_only=True`) and turns every failure into one clear `VarcompressError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .errors import VarcompressError
+
+
+def read_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, torch.Tensor]:
+    """Load a state dict from `.pth` or `.safetensors`, refusing anything but tensors."""
+    path = Path(path)
+    if not path.exists():
+        raise VarcompressError(f"{path}: no such file")
+    if path.is_dir():
+        raise VarcompressError(f"{path}: is a directory, expected a checkpoint file")
+    if path.stat().st_size == 0:
+        raise VarcompressError(f"{path}: file is empty")
+    if path.suffix == ".safetensors":
+        sd = _read_safetensors(path)
+    else:
+        sd = _read_torch(path, mmap)
+    if not isinstance(sd, Mapping):
+        raise VarcompressError(f"{path}: not a state_dict (found {type(sd).__name__})")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise VarcompressError(f"{path}: not a state_dict of tensors (entry {bad[0]!r})")
+    return dict(sd)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise VarcompressError(f"{path}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+
+
+def _read_torch(path: Path, mmap: bool):
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as e:  # legacy (non-zip) files cannot be mmapped
+            if mmap and "mmap" in str(e):
+                return torch.load(path, map_location="cpu", weights_only=True)
+            raise
+    except pickle.UnpicklingError as e:
+        msg = _first_line(e)
+        if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+            raise VarcompressError(
+                f"{path}: refused, the file holds Python objects beyond tensors "
+                "(only weights_only=True loading is allowed)"
+            ) from None
+        raise VarcompressError(f"{path}: corrupt checkpoint ({msg})") from None
+    except Exception as e:  # torch.load on garbage raises anything from EOFError to IndexError
+        raise VarcompressError(f"{path}: corrupt or truncated checkpoint ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def check_finite(sd: Mapping[str, torch.Tensor], what: str, masks: tuple[str, ...] = ()) -> None:
+    """Refuse NaN/inf weights: they would silently poison every metric downstream.
+
+    Keys in `masks` are additive attention masks, where -inf is legitimate (NaN is not).
+    """
+    for k, v in sd.items():
+        if not v.is_floating_point() or v.device.type == "meta":
+            continue
+        bad = torch.isnan(v).any() if k in masks else not torch.isfinite(v).all()
+        if bad:
+            raise VarcompressError(f"{what}: tensor {k!r} contains NaN or inf")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, write_fn, force: bool = True) -> Path:
+    """Write via `write_fn(tmp_path)` then rename: a crash never leaves a partial file."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise VarcompressError(f"{path}: exists (use --force to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_state_dict(sd: Mapping[str, torch.Tensor], path: str | os.PathLike, force: bool = True) -> Path:
+    """Save in the official format (a bare dict of tensors, torch.save) atomically."""
+    clean = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    return atomic_write(path, lambda tmp: torch.save(clean, tmp), force=force)

@@ -1,0 +1,56 @@
+"""The `varcompress` command line: one verb per workflow.
+
+Every command turns a `VarcompressError` (bad file, bad flag, bad recipe) into one
+line on stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .. import __version__
+from ..errors import VarcompressError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compress pretrained VAR models by activating only part of them.")
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"varcompress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Compress pretrained VAR models by activating only part of them."""
+
+
+from . import inspect_cmd  # noqa: E402,F401  (registers commands)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except VarcompressError as e:
+        typer.echo(f"error: {e}", err=True)
+        return 2
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except typer.Exit as e:
+        return e.exit_code
+    except Exception as e:  # click usage errors carry their own message and exit code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return e.exit_code
+        raise
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

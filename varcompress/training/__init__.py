@@ -1,0 +1,1 @@
+"""Training utilities shared by testbed training and distillation."""
