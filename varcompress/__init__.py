@@ -2,6 +2,7 @@
 __version__ = "0.1.0"
 
 from .errors import VarcompressError  # noqa: E402
+from .loading import load  # noqa: E402
 from .var_io import build_var, load_var  # noqa: E402
 
 
@@ -12,4 +13,4 @@ def load_vae(path, patch_nums=None):
     return _load_vae(path, patch_nums=patch_nums)
 
 
-__all__ = ["VarcompressError", "build_var", "load_var", "load_vae", "__version__"]
+__all__ = ["VarcompressError", "build_var", "load", "load_var", "load_vae", "__version__"]

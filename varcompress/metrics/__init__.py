@@ -1,0 +1,1 @@
+"""Offline image-quality metrics: Frechet distance, precision/recall, testbed evaluator."""

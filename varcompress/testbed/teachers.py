@@ -1,0 +1,65 @@
+"""The shipped testbed teachers: one small VAR + VQVAE per built-in data set.
+
+They are official-format checkpoints (`{name}_var.pth`, `{name}_vae.pth`) with a JSON
+card that records how they were trained and the sampling settings they are judged with.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import VarcompressError
+from ..models.var import VARConfig
+from ..models.vqvae import VQVAEConfig
+from .datasets import PATCH_NUMS, dataset_info
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+@dataclass
+class TeacherSpec:
+    """Architecture and training budget of one testbed teacher."""
+    vae: VQVAEConfig
+    var: VARConfig
+    vae_steps: int = 600
+    var_steps: int = 2000
+    vae_batch: int = 32
+    var_batch: int = 48
+    sampling: dict = field(default_factory=lambda: dict(cfg=1.5, top_k=0, top_p=0.0))
+
+
+def teacher_spec(name: str) -> TeacherSpec:
+    info = dataset_info(name)
+    vae = VQVAEConfig(vocab_size=512, z_channels=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                      patch_nums=PATCH_NUMS)
+    var = VARConfig(depth=4, embed_dim=128, num_heads=2, mlp_ratio=4.0, vocab_size=512, Cvae=32,
+                    num_classes=info["num_classes"], patch_nums=PATCH_NUMS, attn_l2_norm=True)
+    if name == "digits":  # 1437 small images: fewer steps suffice
+        return TeacherSpec(vae=vae, var=var, vae_steps=400, var_steps=1200)
+    return TeacherSpec(vae=vae, var=var)
+
+
+def teacher_paths(name: str, root: Path | None = None) -> dict[str, Path]:
+    root = Path(root) if root is not None else ASSETS
+    return {"var": root / f"{name}_var.pth", "vae": root / f"{name}_vae.pth",
+            "card": root / f"{name}_teacher.json"}
+
+
+def teacher_card(name: str, root: Path | None = None) -> dict:
+    path = teacher_paths(name, root)["card"]
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_teacher(name: str, root: Path | None = None):
+    """(var, vae) of the shipped teacher for data set `name` ("shapes" or "digits"), eval mode."""
+    from ..vae_io import load_vae
+    from ..var_io import load_var
+
+    dataset_info(name)  # validates the name
+    paths = teacher_paths(name, root)
+    if not paths["var"].exists() or not paths["vae"].exists():
+        raise VarcompressError(f"no trained teacher for {name!r} at {paths['var'].parent} "
+                               f"(train one: varcompress testbed train {name})")
+    vae = load_vae(paths["vae"], patch_nums=PATCH_NUMS)
+    return load_var(paths["var"], vae=vae), vae

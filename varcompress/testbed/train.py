@@ -1,0 +1,147 @@
+"""Train a testbed teacher on CPU: first the multi-scale VQVAE, then the VAR on its tokens.
+
+Both loops are resumable (atomic checkpoints every `ckpt_every` steps; batches depend
+only on (seed, step)) and write official-format checkpoints at the end.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..checkpoint import atomic_write, save_state_dict
+from ..models.init import init_var_weights
+from ..training.resume import latest_checkpoint, load_training_state, save_training_state, step_generator
+from ..training.schedule import set_lr, warmup_cosine
+from ..vae_io import build_vae
+from ..var_io import build_var
+from .datasets import get_dataset
+from .teachers import TeacherSpec, teacher_paths, teacher_spec
+
+POOL = {"shapes": 20000, "digits": None}  # training images held in memory (None: the whole split)
+
+
+def _augment(img: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
+    """Random +-1 pixel shifts: cheap, keeps classes intact, stretches the small digits set."""
+    dx, dy = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=gen))
+    return torch.roll(img, shifts=(dy, dx), dims=(-2, -1))
+
+
+def train_tokenizer(name: str, spec: TeacherSpec, run_dir: Path, seed: int = 0, lr: float = 2e-3,
+                    ckpt_every: int = 200, progress: bool = True):
+    """Train the VQVAE: MSE reconstruction + VQ loss, dead codes restarted from encoder outputs."""
+    images, _ = get_dataset(name, "train", n=POOL[name], seed=seed)
+    torch.manual_seed(seed)
+    vae = build_vae(spec.vae).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    start = _resume(run_dir, vae, opt)
+    bar = tqdm(range(start, spec.vae_steps), desc=f"{name} vqvae", disable=not progress, initial=start,
+               total=spec.vae_steps)
+    for step in bar:
+        gen = step_generator(seed, step)
+        idx = torch.randint(0, len(images), (spec.vae_batch,), generator=gen)
+        img = _augment(images[idx], gen).mul(2).sub(1)
+        set_lr(opt, lr * warmup_cosine(step, spec.vae_steps, warmup=50))
+        recon, vq_loss, usage = vae(img)
+        loss = F.mse_loss(recon, img) + vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % 100 == 0 and step + 1 < spec.vae_steps * 0.8:
+            _restart_dead_codes(vae, img, gen)
+        bar.set_postfix(loss=f"{loss.item():.4f}", usage=f"{usage:.0f}%")
+        if (step + 1) % ckpt_every == 0:
+            save_training_state(run_dir, step + 1, {"model": vae.state_dict(), "opt": opt.state_dict()})
+    return vae.eval()
+
+
+@torch.no_grad()
+def _restart_dead_codes(vae, img: torch.Tensor, gen: torch.Generator, threshold: float = 1e-3) -> None:
+    """Codes the quantizer's hit EMA says are (nearly) unused get a fresh encoder vector."""
+    dead = (vae.quantize.ema_vocab_hit_SV.sum(0) < threshold).nonzero().flatten()
+    if dead.numel() == 0:
+        return
+    f = vae.img_to_f(img).permute(0, 2, 3, 1).reshape(-1, vae.Cvae)
+    pick = torch.randint(0, f.shape[0], (dead.numel(),), generator=gen)
+    scale = torch.rand(dead.numel(), 1, generator=gen) * 0.5 + 0.1  # residuals are smaller than f
+    vae.quantize.embedding.weight[dead] = f[pick] * scale
+
+
+def encode_dataset(vae, images: torch.Tensor, batch: int = 256):
+    """Teacher-forcing inputs and targets for every image: (x_BLCv_wo_first_l, idx_BL)."""
+    xs, ts = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            idx = vae.img_to_idxBl(images[i:i + batch].mul(2).sub(1))
+            xs.append(vae.idxBl_to_var_input(idx))
+            ts.append(torch.cat(idx, dim=1))
+    return torch.cat(xs), torch.cat(ts)
+
+
+def train_var(name: str, spec: TeacherSpec, vae, run_dir: Path, seed: int = 0, lr: float = 2e-3,
+              cond_drop: float = 0.1, ckpt_every: int = 200, progress: bool = True):
+    """Train the VAR by teacher forcing on the VQVAE's tokens (class dropout for CFG)."""
+    images, labels = get_dataset(name, "train", n=POOL[name], seed=seed)
+    x_all, t_all = encode_dataset(vae, images)
+    torch.manual_seed(seed)
+    var = build_var(spec.var)
+    init_var_weights(var)
+    var.train()
+    decay = [p for n, p in var.named_parameters() if p.ndim >= 2 and "pos_" not in n and "emb" not in n]
+    other = [p for n, p in var.named_parameters() if not (p.ndim >= 2 and "pos_" not in n and "emb" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": other, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.95))
+    start = _resume(run_dir, var, opt)
+    bar = tqdm(range(start, spec.var_steps), desc=f"{name} var", disable=not progress, initial=start,
+               total=spec.var_steps)
+    for step in bar:
+        gen = step_generator(seed, step, stream=1)
+        idx = torch.randint(0, len(x_all), (spec.var_batch,), generator=gen)
+        y = labels[idx].clone()
+        y[torch.rand(spec.var_batch, generator=gen) < cond_drop] = var.num_classes
+        set_lr(opt, lr * warmup_cosine(step, spec.var_steps, warmup=100))
+        logits = var(y, x_all[idx])
+        loss = F.cross_entropy(logits.reshape(-1, var.V), t_all[idx].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % ckpt_every == 0:
+            save_training_state(run_dir, step + 1, {"model": var.state_dict(), "opt": opt.state_dict()})
+    return var.eval()
+
+
+def _resume(run_dir: Path, model, opt) -> int:
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        return 0
+    state = load_training_state(path)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    return int(path.stem.split("_")[1])
+
+
+def train_teacher(name: str, out_dir: Path | None = None, seed: int = 0, progress: bool = True,
+                  spec: TeacherSpec | None = None, work_dir: Path | None = None) -> dict[str, Path]:
+    """Train tokenizer and VAR for data set `name`; write `{name}_vae.pth`, `{name}_var.pth` and a card."""
+    spec = spec or teacher_spec(name)
+    paths = teacher_paths(name, out_dir)
+    work = Path(work_dir) if work_dir else paths["var"].parent / f".train_{name}"
+    t0 = time.time()
+    vae = train_tokenizer(name, spec, work / "vae", seed=seed, progress=progress)
+    save_state_dict(vae.state_dict(), paths["vae"])
+    t1 = time.time()
+    var = train_var(name, spec, vae, work / "var", seed=seed, progress=progress)
+    save_state_dict(var.state_dict(), paths["var"])
+    card = {"dataset": name, "seed": seed, "vae": spec.vae.to_dict(), "var": spec.var.to_dict(),
+            "vae_steps": spec.vae_steps, "var_steps": spec.var_steps,
+            "vae_batch": spec.vae_batch, "var_batch": spec.var_batch,
+            "sampling": spec.sampling, "train_seconds": {"vae": round(t1 - t0), "var": round(time.time() - t1)},
+            "torch_threads": torch.get_num_threads()}
+    atomic_write(paths["card"], lambda tmp: Path(tmp).write_text(json.dumps(card, indent=1)))
+    return paths
