@@ -31,8 +31,10 @@ class TeacherSpec:
 
 def teacher_spec(name: str) -> TeacherSpec:
     info = dataset_info(name)
-    vae = VQVAEConfig(vocab_size=512, z_channels=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
-                      patch_nums=PATCH_NUMS)
+    # GroupNorm(32) with one channel per group (ch=32) is per-channel instance norm: it erases
+    # flat colour, so the colourful shapes set needs ch=64 (2 channels per group) to keep it.
+    vae = VQVAEConfig(vocab_size=512, z_channels=32, ch=64 if name == "shapes" else 32, ch_mult=(1, 2, 2),
+                      num_res_blocks=1, patch_nums=PATCH_NUMS)
     var = VARConfig(depth=4, embed_dim=128, num_heads=2, mlp_ratio=4.0, vocab_size=512, Cvae=32,
                     num_classes=info["num_classes"], patch_nums=PATCH_NUMS, attn_l2_norm=True)
     if name == "digits":  # 1437 small images: fewer steps suffice
