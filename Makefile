@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/varcompress inspect --arch d16
+	$(BIN)/varcompress demo --force
 
 test: setup
 	$(BIN)/python -m pytest -q

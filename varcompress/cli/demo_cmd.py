@@ -12,7 +12,7 @@ from . import app
 
 @app.command()
 def demo(
-    dataset: str = typer.Option("shapes", help="Testbed data set: shapes | digits."),
+    dataset: str = typer.Option("digits", help="Testbed data set: digits | shapes."),
     out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
     n_per_class: int = typer.Option(20, help="Samples per class for the metrics."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
