@@ -38,7 +38,7 @@ def train_tokenizer(name: str, spec: TeacherSpec, run_dir: Path, seed: int = 0, 
     torch.manual_seed(seed)
     vae = build_vae(spec.vae).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    start = _resume(run_dir, vae, opt)
+    start = _resume(run_dir, vae, opt, on_state=lambda st: setattr(vae.quantize, "record_hit", st["record_hit"]))
     bar = tqdm(range(start, spec.vae_steps), desc=f"{name} vqvae", disable=not progress, initial=start,
                total=spec.vae_steps)
     for step in bar:
@@ -55,7 +55,8 @@ def train_tokenizer(name: str, spec: TeacherSpec, run_dir: Path, seed: int = 0, 
             _restart_dead_codes(vae, img, gen)
         bar.set_postfix(loss=f"{loss.item():.4f}", usage=f"{usage:.0f}%")
         if (step + 1) % ckpt_every == 0:
-            save_training_state(run_dir, step + 1, {"model": vae.state_dict(), "opt": opt.state_dict()})
+            save_training_state(run_dir, step + 1, {"model": vae.state_dict(), "opt": opt.state_dict(),
+                                                    "record_hit": vae.quantize.record_hit})
     return vae.eval()
 
 
@@ -116,13 +117,16 @@ def train_var(name: str, spec: TeacherSpec, vae, run_dir: Path, seed: int = 0, l
     return var.eval()
 
 
-def _resume(run_dir: Path, model, opt) -> int:
+def _resume(run_dir: Path, model, opt, on_state=None) -> int:
+    """Load the newest checkpoint of `run_dir` if any; return the step to continue from."""
     path = latest_checkpoint(run_dir)
     if path is None:
         return 0
     state = load_training_state(path)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
+    if on_state is not None:
+        on_state(state)
     return int(path.stem.split("_")[1])
 
 
