@@ -23,7 +23,7 @@ class TeacherSpec:
     vae: VQVAEConfig
     var: VARConfig
     vae_steps: int = 600
-    var_steps: int = 2000
+    var_steps: int = 1200
     vae_batch: int = 32
     var_batch: int = 48
     sampling: dict = field(default_factory=lambda: dict(cfg=1.5, top_k=0, top_p=0.0))
@@ -38,7 +38,7 @@ def teacher_spec(name: str) -> TeacherSpec:
     var = VARConfig(depth=4, embed_dim=128, num_heads=2, mlp_ratio=4.0, vocab_size=512, Cvae=32,
                     num_classes=info["num_classes"], patch_nums=PATCH_NUMS, attn_l2_norm=True)
     if name == "digits":  # 1437 small images: fewer steps suffice
-        return TeacherSpec(vae=vae, var=var, vae_steps=400, var_steps=1200)
+        return TeacherSpec(vae=vae, var=var, vae_steps=400)
     return TeacherSpec(vae=vae, var=var)
 
 

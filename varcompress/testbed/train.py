@@ -38,7 +38,7 @@ def train_tokenizer(name: str, spec: TeacherSpec, run_dir: Path, seed: int = 0, 
     torch.manual_seed(seed)
     vae = build_vae(spec.vae).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    start = _resume(run_dir, vae, opt, on_state=lambda st: setattr(vae.quantize, "record_hit", st["record_hit"]))
+    start = _resume(run_dir, vae, opt, on_state=lambda st: setattr(vae.quantize, "record_hit", st.get("record_hit", 0)))
     bar = tqdm(range(start, spec.vae_steps), desc=f"{name} vqvae", disable=not progress, initial=start,
                total=spec.vae_steps)
     for step in bar:
