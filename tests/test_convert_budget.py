@@ -1,0 +1,96 @@
+"""At a budget: teacher forcing = cached generation, analytic FLOPs = executed FLOPs, targets met."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from varcompress.convert import ConvertConfig, convert
+from varcompress.flops import var_flops
+from varcompress.models.vqvae import VQVAE, VQVAEConfig
+
+from .helpers import tiny_var
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(0)
+    vae = VQVAE(VQVAEConfig(vocab_size=32, z_channels=8, ch=32, ch_mult=(1, 2), patch_nums=(1, 2, 3, 4))).eval()
+    var = tiny_var(0).attach_vae(vae)
+    calib = (torch.randint(0, 10, (12,)), torch.randn(12, var.L - 1, var.Cvae))
+    return var, vae, calib
+
+
+def cached_vs_teacher(model, vae, labels):
+    """Max |logits recorded during cached generation - teacher-forced logits on the drawn tokens| (cfg=0)."""
+    rec = []
+    hook = model.head.register_forward_hook(lambda m, i, o: rec.append(o.detach().clone()))
+    try:
+        _, idx = model.autoregressive_infer_cfg(len(labels), labels, g_seed=0, cfg=0.0, top_k=1, return_idx=True)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        tf = model(labels, vae.idxBl_to_var_input(idx))
+    B = len(labels)
+    return max((tf[:, bg:ed] - r[:B]).abs().max().item() for (bg, ed), r in zip(model.begin_ends, rec))
+
+
+SPARSE = [
+    dict(selector="learned", reconstruction="prev_scale"),
+    dict(selector="learned", reconstruction="identity"),
+    dict(selector="residual", reconstruction="prev_scale", upsample="nearest"),
+    dict(selector="residual", reconstruction="identity", shared_experts=1, top_k=1),
+    dict(selector="learned", reconstruction="prev_scale", routing="dynamic", tau=0.5),
+    dict(selector="learned", reconstruction="prev_scale", router="mlp", router_steps=50),
+]
+
+
+@pytest.mark.parametrize("kw", SPARSE)
+def test_teacher_forcing_matches_cached_generation(pair, kw):
+    var, vae, calib = pair
+    cfg = ConvertConfig(**{**dict(experts=4, top_k=2, keep_ratio=[1.0, 1.0, 0.5, 0.5], calib_tokens=512), **kw})
+    act = convert(var, cfg, calib=calib)
+    assert act.blocks[0].keep_counts == [1, 4, 4, 8]
+    assert cached_vs_teacher(act, vae, torch.tensor([1, 5, 7])) <= 1e-5
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(selector="residual", shared_experts=1, top_k=1), dict(router="mlp")])
+def test_analytic_flops_match_executed(pair, kw):
+    var, vae, calib = pair
+    cfg = ConvertConfig(**{**dict(experts=4, top_k=2, keep_ratio=[1.0, 1.0, 0.5, 0.5], calib_tokens=512,
+                                  router_steps=20), **kw})
+    act = convert(var, cfg, calib=calib)
+    vae_classes = {type(m).__name__ for m in vae.modules()}
+    B = 2
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        act.autoregressive_infer_cfg(B, torch.tensor([1, 2]), g_seed=0, cfg=1.5, top_k=1)
+    counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()
+              if "." not in k and k != "Global" and k not in vae_classes}
+    executed = sum(counts.values()) / B / 1e9
+    analytic = act.flops().transformer
+    assert abs(analytic - executed) / executed < 0.02
+    assert analytic < 0.6 * var_flops(var.cfg).transformer
+
+
+def test_recorded_work_prices_dynamic_routing(pair):
+    var, vae, calib = pair
+    act = convert(var, ConvertConfig(experts=4, routing="dynamic", tau=0.3, keep_ratio=0.5, calib_tokens=512),
+                  calib=calib)
+    with act.record_work() as work:
+        act.autoregressive_infer_cfg(2, torch.tensor([1, 2]), g_seed=0, cfg=1.5, top_k=1)
+    ffn = act.blocks[0].expert_ffns()[0]
+    assert 0 < work[0][3].ffn_hidden <= ffn.E * ffn.h
+    assert act.flops(work).transformer < var_flops(var.cfg).transformer
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "sensitivity"])
+def test_flops_target_is_met(pair, allocation):
+    var, vae, calib = pair
+    act = convert(var, ConvertConfig(experts=4, top_k=4, flops_target=0.7, allocation=allocation,
+                                     calib_tokens=512, sensitivity_samples=2, sparse_scales=2), calib=calib)
+    frac = act.budget()["fraction"]
+    assert 0.55 < frac <= 0.7
+    alloc = act.convert_report["allocation"]
+    assert alloc["method"] == allocation and act.convert_cfg.top_k == alloc["top_k"]
+    assert cached_vs_teacher(act, vae, torch.tensor([3, 4])) <= 1e-5

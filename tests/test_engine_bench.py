@@ -1,0 +1,59 @@
+"""`varcompress bench` runs end to end on a small model and writes JSON + Markdown."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from varcompress.cli import main
+from varcompress.engine.bench import add_speedups, markdown
+from varcompress.engine.bench_models import decode_gflops
+
+
+def test_bench_cli_small_model(tmp_path, capsys):
+    rc = main(["bench", "--model", "small", "--batch", "1", "--repeats", "1", "--budget", "k4-keep0.7",
+               "--no-bf16", "--decode", "--threads", "1", "--out", str(tmp_path), "--stem", "t"])
+    assert rc == 0
+    data = json.loads((tmp_path / "t.json").read_text())
+    names = {r["variant"] for r in data["rows"] if r["model"] == "small"}
+    assert names == {"eager", "engine-fp32", "act[k4-keep0.7]-eager", "act[k4-keep0.7]-engine-fp32"}
+    eng = next(r for r in data["rows"] if r["variant"] == "engine-fp32")
+    assert set(eng["breakdown_s"]) == {"transformer", "sampling", "next_input", "decode"}
+    assert eng["images_per_s"] > 0 and "speedup_vs_eager" in eng and eng["decode_gflops_per_image"] > 0
+    eager = next(r for r in data["rows"] if r["variant"] == "eager")
+    assert eager["breakdown_s"]["decode"] > 0 and eager["breakdown_s"]["transformer"] > 0
+    act = next(r for r in data["rows"] if r["variant"] == "act[k4-keep0.7]-engine-fp32")
+    assert act["fraction"] < 1 and "speedup_vs_dense_engine" in act
+    assert any(r["model"] == "decode:small" for r in data["rows"])
+    assert data["meta"]["device"]["device"] == "cpu" and data["meta"]["device"]["threads"] == 1
+    md = (tmp_path / "t.md").read_text()
+    assert "| small | engine-fp32 | 1 |" in md and "threads=1" in md
+    assert torch.get_num_threads() == 1
+
+
+def test_missing_teacher_is_skipped_and_unknown_budget_refused(tmp_path):
+    rc = main(["bench", "--model", "small", "--budget", "nope", "--repeats", "1", "--no-bf16",
+               "--out", str(tmp_path)])
+    assert rc == 2
+
+
+def test_decode_gflops_of_the_official_vqvae_matches_the_published_figure():
+    from varcompress.models.vqvae import VQVAEConfig
+    from varcompress.vae_io import build_vae
+
+    g = decode_gflops(build_vae(VQVAEConfig(), "meta"))
+    assert 380 < g < 410  # VAR_FORMAT.md: ~394 GFLOPs per image
+
+
+def test_markdown_and_speedups():
+    rows = [dict(model="m", variant="eager", batch=1, median_s=2.0, images_per_s=0.5, transformer_gflops_per_image=10.0),
+            dict(model="m", variant="engine-fp32", batch=1, median_s=1.0, images_per_s=1.0,
+                 transformer_gflops_per_image=10.0, breakdown_s=dict(transformer=0.5, sampling=0.1, next_input=0.1,
+                                                                     decode=0.3)),
+            dict(model="m", variant="act[k]-engine-fp32", batch=1, median_s=0.5, images_per_s=2.0,
+                 transformer_gflops_per_image=5.0, fraction=0.5)]
+    add_speedups(rows)
+    assert rows[1]["speedup_vs_eager"] == 2.0 and rows[2]["speedup_vs_dense_engine"] == 2.0
+    assert abs(rows[2]["wallclock_saving_over_flops_saving"] - 1.0) < 1e-9
+    md = markdown(rows, dict(device=dict(name="cpu", device="cpu", threads=1), torch="x", repeats=1, warmup=0))
+    assert md.count("\n| m |") == 3 and rows[2]["transformer_gflops_per_image"] == 5.0

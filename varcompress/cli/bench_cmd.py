@@ -1,0 +1,43 @@
+"""`varcompress bench`: generation speed of the eager path, the engine and activated models."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import VarcompressError
+from . import app
+
+
+@app.command("bench")
+def bench(
+    models: List[str] = typer.Option(["small"], "--model", help="d16 (random full size), shapes, digits, small; repeatable."),
+    batch: List[int] = typer.Option([1], "--batch", help="Batch sizes; repeatable."),
+    repeats: int = typer.Option(3, help="Timed repeats per variant (median reported)."),
+    warmup: int = typer.Option(0, help="Untimed runs per variant before timing."),
+    budget: List[str] = typer.Option([], "--budget", help="Activated budgets: k4, k4-keep0.7, k2-keep0.5; repeatable."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="Also bf16 engine variants (default: if native)."),
+    calib: int = typer.Option(2, help="Random calibration samples for converting random-weight models."),
+    act_eager: bool = typer.Option(True, "--act-eager/--no-act-eager", help="Also time activated models' own eager path."),
+    decode: bool = typer.Option(False, "--decode/--no-decode", help="Also time the decoder alone (layouts, dtypes)."),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Output folder for JSON and Markdown."),
+    stem: str = typer.Option("bench", help="Output file name stem."),
+):
+    """Time generation (latency, images/s, peak memory, GFLOPs/image, breakdown) and write a report."""
+    from ..engine.bench import run_benchmark
+
+    if repeats < 1 or warmup < 0 or any(b < 1 for b in batch):
+        raise VarcompressError("--repeats must be >= 1, --warmup >= 0 and every --batch >= 1")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise VarcompressError("--device cuda: CUDA is not available")
+    res = run_benchmark(list(models), list(batch), repeats, warmup, list(budget), device, threads, bf16, calib,
+                        act_eager, decode, out, stem, log=lambda m: typer.echo(m, err=True))
+    from ..engine.bench import markdown
+
+    typer.echo(markdown(res["rows"], res["meta"]))

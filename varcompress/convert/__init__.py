@@ -1,0 +1,14 @@
+"""`varcompress convert`: dense VAR -> activated VAR (FFN experts + gated token selection).
+
+Public API (the CLI wires these):
+    ConvertConfig, convert(var, cfg, calib=None) -> ActivatedVAR,
+    save_activated(model, out_dir, source_sha256=None, force=False), load_activated(dir, vae=None),
+    find_ffns(model) -> list[FFNSite], ActivatedVAR (.flops(), .budget(), .record_work()).
+"""
+from .activated import ActivatedVAR
+from .api import convert, load_activated, read_activated_config, save_activated
+from .config import ConvertConfig
+from .fx_pass import FFNSite, find_ffns
+
+__all__ = ["ActivatedVAR", "ConvertConfig", "FFNSite", "convert", "find_ffns", "load_activated",
+           "read_activated_config", "save_activated"]

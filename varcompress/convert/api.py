@@ -1,0 +1,173 @@
+"""Public entry points: convert a dense VAR, save and load the activated model.
+
+On disk an activated model is a directory: `model.safetensors` (every tensor,
+expert permutations included) and `config.json` (VARConfig, the resolved
+ConvertConfig, varcompress version, source checkpoint sha256, budget), written to a
+temporary directory and renamed into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..checkpoint import read_state_dict
+from ..errors import VarcompressError
+from ..models.var import VARConfig
+from ..var_io import build_var
+from .activated import ActivatedVAR
+from .budget import allocate
+from .build import build_gated_block
+from .calibrate import draw_calibration, iterate_teacher_blocks, teacher_logits, with_uncond
+from .config import ConvertConfig, keep_counts
+from .fx_pass import find_ffns
+
+FORMAT = "varcompress-activated"
+FORMAT_VERSION = 1
+
+
+@torch.no_grad()
+def convert(var, cfg: ConvertConfig | None = None, calib=None) -> ActivatedVAR:
+    """Dense VAR -> ActivatedVAR, calibrated on teacher-forcing tensors `calib` = (labels, x).
+
+    Without `calib` the teacher draws `cfg.calib_samples` images itself (needs its VQVAE).
+    The teacher is not modified. `model.convert_report` holds the fit statistics.
+    """
+    cfg = (cfg or ConvertConfig()).validate()
+    sites = find_ffns(var)
+    depth, S = len(var.blocks), len(var.patch_nums)
+    for site in sites:
+        cfg.check_model(depth, S, site.hidden)
+    if calib is None:
+        calib = draw_calibration(var, cfg.calib_samples, cfg.seed, cfg.calib_cfg, cfg.calib_top_k, cfg.calib_top_p)
+    labels, x = _check_calib(var, calib)
+    lab_u, x_u = with_uncond(var, labels, x)
+    fc1_names = [[s.fc1 for s in sites if s.index == b] for b in range(depth)]
+    counts = keep_counts(var.patch_nums, cfg.keep_per_scale(S))
+    ks = cfg.top_k_per_block(depth)
+    blocks, stats = [], []
+    was_training = var.training
+    var.eval()
+    try:
+        for b, cap in iterate_teacher_blocks(var, lab_u, x_u, fc1_names, cfg.calib_tokens, cfg.seed):
+            st = {}
+            blocks.append(build_gated_block(var.blocks[b], b, cfg, var.patch_nums, var.cfg.norm_eps,
+                                            counts, ks[b], cap, st))
+            stats.append(st)
+        model = ActivatedVAR.from_dense(var, cfg, blocks)
+        report = {"blocks": stats, "calib_samples": int(labels.shape[0])}
+        if cfg.flops_target is not None:
+            n = min(cfg.sensitivity_samples, labels.shape[0])
+            sl, sx = with_uncond(var, labels[:n], x[:n])
+            t = teacher_logits(var, sl, sx) if cfg.allocation == "sensitivity" else None
+            report["allocation"] = allocate(model, cfg.flops_target, cfg.allocation, (sl, sx), t)
+    finally:
+        var.train(was_training)
+    report["budget"] = model.budget()
+    model.convert_report = report
+    return model
+
+
+def _check_calib(var, calib) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        labels, x = calib
+    except (TypeError, ValueError):
+        raise VarcompressError("calib must be a pair (labels (B,), x_BLCv_wo_first_l (B, L-1, Cvae))") from None
+    want = (var.L - var.first_l, var.Cvae)
+    if x.dim() != 3 or tuple(x.shape[1:]) != want or labels.shape != (x.shape[0],):
+        raise VarcompressError(f"calib tensors: expected labels (B,) and x (B, {want[0]}, {want[1]}), "
+                               f"got {tuple(labels.shape)} and {tuple(x.shape)}")
+    dev = var.pos_1LC.device
+    return labels.to(dev).long(), x.to(dev).float()
+
+
+# ---- save / load ------------------------------------------------------------------------------
+def save_activated(model: ActivatedVAR, out_dir: str | os.PathLike, source_sha256: str | None = None,
+                   force: bool = False, source: dict | None = None) -> Path:
+    """Write `out_dir/{model.safetensors, config.json}` atomically; refuse to overwrite unless force.
+
+    `source` records where the dense model came from (checkpoint path, testbed name).
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        config = {"format": FORMAT, "format_version": FORMAT_VERSION, "varcompress_version": __version__,
+                  "var_config": model.cfg.to_dict(), "convert_config": model.convert_cfg.to_dict(),
+                  "source_sha256": source_sha256, "source": source or {}, "budget": model.budget()}
+        (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_activated_config(path: str | os.PathLike) -> dict:
+    d = Path(path)
+    if not d.is_dir():
+        raise VarcompressError(f"{d}: not an activated-model directory")
+    cj = d / "config.json"
+    if not cj.exists() or not (d / "model.safetensors").exists():
+        raise VarcompressError(f"{d}: missing config.json or model.safetensors")
+    try:
+        config = json.loads(cj.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise VarcompressError(f"{cj}: invalid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise VarcompressError(f"{cj}: not a varcompress activated model")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise VarcompressError(f"{cj}: format version {config['format_version']} is newer than this varcompress")
+    return config
+
+
+def build_skeleton(var_cfg: VARConfig, ccfg: ConvertConfig) -> ActivatedVAR:
+    """The activated model's structure on the meta device (no weights)."""
+    dense = build_var(var_cfg, "meta")
+    S, depth = len(var_cfg.patch_nums), var_cfg.depth
+    counts = keep_counts(var_cfg.patch_nums, ccfg.keep_per_scale(S))
+    ks = ccfg.top_k_per_block(depth)
+    blocks = [build_gated_block(blk, b, ccfg, var_cfg.patch_nums, var_cfg.norm_eps, counts, ks[b])
+              for b, blk in enumerate(dense.blocks)]
+    return ActivatedVAR(var_cfg, ccfg, blocks)
+
+
+def load_activated(path: str | os.PathLike, vae=None) -> ActivatedVAR:
+    """Rebuild a saved activated model exactly (eval mode); pass the VQVAE to enable generation."""
+    config = read_activated_config(path)
+    try:
+        var_cfg = VARConfig.from_dict(config["var_config"])
+        ccfg = ConvertConfig.from_dict(config["convert_config"])
+    except (KeyError, TypeError) as e:
+        raise VarcompressError(f"{path}/config.json: malformed ({e})") from None
+    model = build_skeleton(var_cfg, ccfg)
+    sd = read_state_dict(Path(path) / "model.safetensors")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    if missing or unexpected:
+        k = (missing or unexpected)[0]
+        raise VarcompressError(f"{path}: weights do not match config.json ({'missing' if missing else 'unexpected'} {k})")
+    for k, v in expected.items():
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise VarcompressError(f"{path}: {k} has shape {tuple(sd[k].shape)}, expected {tuple(v.shape)}")
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval().attach_vae(vae)

@@ -1,0 +1,83 @@
+"""Build one GatedBlock from a dense block: fx rewrite, experts, router, selector.
+
+With captures (teacher activations) everything is fitted; without (`cap=None`) an
+empty skeleton of the same structure is built, which `load_activated` fills from disk.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .calibrate import BlockCapture
+from .clustering import cluster_neurons
+from .config import ConvertConfig
+from .experts import ExpertFFN
+from .fx_pass import FFNSite, rewrite_block
+from .gated_block import GatedBlock
+from .router import Router, fit_router
+from .selector import TokenSelector, fit_selector
+
+
+def _device(block: nn.Module) -> torch.device:
+    return next(block.parameters()).device
+
+
+def _make_expert(site: FFNSite, fc1: nn.Linear, fc2: nn.Linear, cfg: ConvertConfig, top_k: int,
+                 X: torch.Tensor | None, stats: dict, X_routed: torch.Tensor | None = None) -> ExpertFFN:
+    """Cluster on all calibration tokens X; fit router and compensation on X_routed (default X)."""
+    router = Router(site.in_features, cfg.routed_experts, cfg.router, cfg.router_hidden, cfg.router_target)
+    kw = dict(shared=cfg.shared_experts, top_k=top_k, routing=cfg.routing, tau=cfg.tau)
+    if X is None:
+        return ExpertFFN(site.in_features, site.hidden, site.out_features, cfg.experts, site.approximate,
+                         router=router, **kw)
+    X = X.to(fc1.weight.device, fc1.weight.dtype)
+    acts = F.gelu(fc1(X), approximate=site.approximate) if cfg.clustering == "coact" else None
+    groups = cluster_neurons(cfg.clustering, fc1.weight, cfg.experts, cfg.seed, acts)
+    norms = ExpertFFN.from_dense(fc1, fc2, groups, site.approximate).expert_norms(X)
+    # shared experts = the most-activated clusters (largest mean output norm); they go first
+    by_mass = norms.mean(0).argsort(descending=True).tolist()
+    order = by_mass[:cfg.shared_experts] + sorted(by_mass[cfg.shared_experts:])
+    groups, norms = groups[order], norms[:, order]
+    m = ExpertFFN.from_dense(fc1, fc2, groups, site.approximate, router=router.to(fc1.weight.device), **kw)
+    S = cfg.shared_experts
+    if m.routed:
+        Xr = X if X_routed is None else X_routed.to(X.device, X.dtype)
+        stats["router_r2"] = fit_router(m.router, Xr, m.expert_norms(Xr)[:, S:], cfg.router_steps, cfg.seed)["r2"]
+        with torch.no_grad():
+            _, mask = m.route(Xr)
+            m.expected_active.fill_(float(mask.sum(1).float().mean()))
+        if cfg.compensation:
+            m.calibrate_compensation(Xr)
+    stats["expert_mass"] = (norms.mean(0) / norms.mean(0).sum()).tolist()
+    return m
+
+
+def build_gated_block(block: nn.Module, index: int, cfg: ConvertConfig, patch_nums, norm_eps: float,
+                      keep_counts: list[int], top_k: int, cap: BlockCapture | None = None,
+                      stats: dict | None = None) -> GatedBlock:
+    """GatedBlock around an fx-rewritten copy of `block` (the original is left untouched)."""
+    stats = {} if stats is None else stats
+    dev = _device(block)
+    src = copy.deepcopy(block) if dev.type != "meta" else block
+    C = None
+
+    def make(site: FFNSite, fc1: nn.Linear, fc2: nn.Linear) -> ExpertFFN:
+        nonlocal C
+        C = site.in_features
+        if cap is None:  # skeleton: allocate on the block's device (meta when loading)
+            with torch.device(dev):
+                return _make_expert(site, fc1, fc2, cfg, top_k, None, stats)
+        X = cap.ffn_in[site.fc1]
+        first = 0 if cfg.expert_scales is None else len(patch_nums) - cfg.expert_scales
+        routed = cap.scale >= first  # fit router and compensation on the tokens that will be routed
+        return _make_expert(site, fc1, fc2, cfg, top_k, X, stats, X[routed] if int(routed.sum()) >= 64 else X)
+
+    inner, sites = rewrite_block(src, make, prefix=f"blocks.{index}", index=index)
+    with torch.device(dev):
+        sel = TokenSelector(C, cfg.selector, norm_eps, cfg.upsample)
+    if cap is not None and cfg.selector == "learned":
+        stats["selector_r2"] = fit_selector(sel, cap.x_in.to(dev), cap.x_out.to(dev), cap.scale)["r2_within_scale"]
+    return GatedBlock(inner, sel, patch_nums, keep_counts, cfg.reconstruction, cfg.upsample, cfg.expert_scales)

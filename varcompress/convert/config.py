@@ -1,0 +1,153 @@
+"""ConvertConfig: every knob of `varcompress convert`, validated, JSON round-trippable.
+
+`top_k` counts *routed* experts per token (None: all of them, i.e. the dense FFN);
+`shared_experts` are always on in addition.
+`keep_ratio` is either one float applied to the last `sparse_scales` scales (earlier
+scales stay dense) or one ratio per scale. After a `flops_target` allocation the
+resolved per-block `top_k` list and per-scale `keep_ratio` list are stored here, so a
+saved config.json rebuilds the exact model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import VarcompressError
+
+CHOICES = {
+    "clustering": ("kmeans", "coact", "random"),
+    "router": ("linear", "mlp"),
+    "router_target": ("log", "norm"),
+    "routing": ("topk", "dynamic"),
+    "selector": ("learned", "residual"),
+    "reconstruction": ("identity", "prev_scale"),
+    "upsample": ("bilinear", "nearest"),
+    "allocation": ("uniform", "sensitivity"),
+}
+
+
+@dataclass
+class ConvertConfig:
+    experts: int = 8
+    top_k: int | list[int] | None = None  # None: all routed experts (dense FFN)
+    shared_experts: int = 0
+    clustering: str = "kmeans"
+    router: str = "linear"
+    router_target: str = "log"
+    router_hidden: int = 128
+    router_steps: int = 300
+    routing: str = "topk"
+    tau: float = 0.5
+    compensation: bool = True
+    expert_scales: int | None = 3  # experts routed on the last N scales (None: all); earlier: dense FFN
+    keep_ratio: float | list[float] = 1.0
+    sparse_scales: int = 3
+    selector: str = "learned"
+    reconstruction: str = "prev_scale"
+    upsample: str = "bilinear"
+    flops_target: float | None = None
+    allocation: str = "sensitivity"
+    calib_samples: int = 32
+    calib_tokens: int = 8192
+    calib_cfg: float = 1.5
+    calib_top_k: int = 900
+    calib_top_p: float = 0.96
+    sensitivity_samples: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ---- validation ------------------------------------------------------------------
+    def validate(self) -> "ConvertConfig":
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                _bad(name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("experts", "router_hidden", "calib_samples", "calib_tokens", "sparse_scales",
+                     "sensitivity_samples"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                _bad(name, f"must be a positive integer, got {v!r}")
+        if not isinstance(self.shared_experts, int) or not 0 <= self.shared_experts < self.experts:
+            _bad("shared_experts", f"must be in [0, experts-1={self.experts - 1}], got {self.shared_experts!r}")
+        routed = self.experts - self.shared_experts
+        lo = 0 if self.shared_experts > 0 else 1
+        for k in self.top_k if isinstance(self.top_k, list) else [] if self.top_k is None else [self.top_k]:
+            if not isinstance(k, int) or isinstance(k, bool) or not lo <= k <= routed:
+                _bad("top_k", f"must be an integer in [{lo}, experts - shared_experts = {routed}], got {k!r}")
+        if isinstance(self.top_k, list) and not self.top_k:
+            _bad("top_k", "per-block list is empty")
+        ratios = self.keep_ratio if isinstance(self.keep_ratio, list) else [self.keep_ratio]
+        if not ratios:
+            _bad("keep_ratio", "per-scale list is empty")
+        for r in ratios:
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
+                _bad("keep_ratio", f"ratios must be in (0, 1], got {r!r}")
+        if self.expert_scales is not None and (not isinstance(self.expert_scales, int)
+                                                or isinstance(self.expert_scales, bool) or self.expert_scales < 1):
+            _bad("expert_scales", f"must be a positive integer or None (all scales), got {self.expert_scales!r}")
+        if not isinstance(self.compensation, bool):
+            _bad("compensation", f"must be true or false, got {self.compensation!r}")
+        if not isinstance(self.tau, (int, float)) or not 0 <= self.tau <= 1:
+            _bad("tau", f"must be in [0, 1], got {self.tau!r}")
+        if self.flops_target is not None:
+            if isinstance(self.flops_target, bool) or not isinstance(self.flops_target, (int, float)) \
+                    or not 0 < self.flops_target <= 1:
+                _bad("flops_target", f"must be a fraction in (0, 1], got {self.flops_target!r}")
+            if self.routing == "dynamic":
+                _bad("flops_target", "needs routing='topk' (dynamic-k cost is data-dependent)")
+        if not isinstance(self.router_steps, int) or self.router_steps < 0:
+            _bad("router_steps", f"must be >= 0, got {self.router_steps!r}")
+        if not 0 < self.calib_top_p <= 1 or self.calib_top_k < 0 or self.calib_cfg < 0:
+            _bad("calib_top_p", "calibration sampling needs top_p in (0,1], top_k >= 0, cfg >= 0")
+        return self
+
+    def check_model(self, depth: int, num_scales: int, hidden: int) -> None:
+        """Checks that need the model: expert size, per-block and per-scale list lengths."""
+        if hidden % self.experts:
+            _bad("experts", f"{self.experts} does not divide the FFN width {hidden}")
+        if isinstance(self.top_k, list) and len(self.top_k) != depth:
+            _bad("top_k", f"per-block list has {len(self.top_k)} entries, the model has {depth} blocks")
+        if isinstance(self.keep_ratio, list) and len(self.keep_ratio) != num_scales:
+            _bad("keep_ratio", f"per-scale list has {len(self.keep_ratio)} entries, the model has {num_scales} scales")
+
+    # ---- resolved views -----------------------------------------------------------------
+    @property
+    def routed_experts(self) -> int:
+        return self.experts - self.shared_experts
+
+    def top_k_per_block(self, depth: int) -> list[int]:
+        if isinstance(self.top_k, list):
+            return list(self.top_k)
+        return [self.routed_experts if self.top_k is None else self.top_k] * depth
+
+    def keep_per_scale(self, num_scales: int) -> list[float]:
+        if isinstance(self.keep_ratio, list):
+            return [float(r) for r in self.keep_ratio]
+        n_sparse = min(self.sparse_scales, num_scales)
+        return [1.0] * (num_scales - n_sparse) + [float(self.keep_ratio)] * n_sparse
+
+    # ---- serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ConvertConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise VarcompressError(f"convert config: unknown field(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **kw) -> "ConvertConfig":
+        return dataclasses.replace(self, **kw)
+
+
+def keep_counts(patch_nums, ratios: list[float]) -> list[int]:
+    """Tokens kept per scale per row: k_s = max(1, round(r_s * pn^2))."""
+    return [min(pn * pn, max(1, round(r * pn * pn))) for pn, r in zip(patch_nums, ratios)]
+
+
+def _bad(field: str, why: str):
+    raise VarcompressError(f"convert config: {field} {why}")

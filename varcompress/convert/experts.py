@@ -1,0 +1,199 @@
+"""ExpertFFN: a dense FFN regrouped into E equal-size experts, computed only where routed.
+
+Weights are the dense ones, permuted: expert e owns hidden neurons perm[e*h:(e+1)*h].
+fc1 weight (E, h, C_in), fc1 bias (E, h); fc2 weight (E, C_out, h), fc2 bias (C_out).
+Output = fc2 bias + sum of the selected experts' partial outputs (unweighted), so with
+every expert selected it equals the dense FFN up to float summation order. With
+compensation, a skipped expert contributes, instead of 0, its mean output over the
+calibration tokens where the router skips it (`skip_mean`; a constant vector, no matmul).
+Experts 0..shared-1 are always on; the router scores the others. Dispatch loops over
+experts (never tokens): index_select the routed tokens, two matmuls, index_add back.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .router import Router, dynamic_mask, straight_through_mask, topk_mask
+
+
+class ExpertFFN(nn.Module):
+    def __init__(self, in_features: int, hidden: int, out_features: int, experts: int,
+                 approximate: str = "tanh", shared: int = 0, top_k: int | None = None,
+                 router: Router | None = None, routing: str = "topk", tau: float = 0.5):
+        super().__init__()
+        if hidden % experts:
+            raise ValueError(f"{experts} experts do not divide {hidden}")
+        E, h = experts, hidden // experts
+        self.E, self.h, self.shared, self.approximate = E, h, shared, approximate
+        self.in_features, self.out_features = in_features, out_features
+        self.experts_w1 = nn.Parameter(torch.empty(E, h, in_features))
+        self.experts_b1 = nn.Parameter(torch.empty(E, h))
+        self.experts_w2 = nn.Parameter(torch.empty(E, out_features, h))
+        self.experts_b2 = nn.Parameter(torch.empty(out_features))
+        self.register_buffer("perm", torch.arange(hidden))
+        self.register_buffer("expected_active", torch.tensor(float(E - shared)))  # routed, for dynamic-k FLOPs
+        # compensation: a skipped routed expert adds its mean partial output *over the calibration
+        # tokens where the router skips it* (row k: top-k routing; `skip_mean_dyn`: dynamic-k);
+        # zeros = no compensation
+        self.register_buffer("skip_mean", torch.zeros(E - shared + 1, E - shared, out_features))
+        self.register_buffer("skip_mean_dyn", torch.zeros(E - shared, out_features))
+        self.router = router if router is not None else Router(in_features, E - shared)
+        self.top_k = E - shared if top_k is None else top_k
+        self.routing, self.tau = routing, tau
+        self.straight_through = False  # training mode of the later distillation stage
+        self.last_active = float(E)    # mean active experts per routed token in the last call (shared incl.)
+        self.token_routed: torch.Tensor | bool | None = None
+
+    @property
+    def routed(self) -> int:
+        return self.E - self.shared
+
+    @classmethod
+    @torch.no_grad()
+    def from_dense(cls, fc1: nn.Linear, fc2: nn.Linear, groups: torch.Tensor, approximate: str = "tanh",
+                   **kw) -> "ExpertFFN":
+        """Regroup dense fc1/fc2 by `groups` (E, h) neuron indices (already in expert order)."""
+        E, h = groups.shape
+        dev, dt = fc1.weight.device, fc1.weight.dtype
+        m = cls(fc1.in_features, fc1.out_features, fc2.out_features, E, approximate, **kw).to(dev, dt)
+        perm = groups.reshape(-1).to(dev)
+        m.perm.copy_(perm)
+        m.experts_w1.copy_(fc1.weight[perm].view(E, h, -1))
+        m.experts_b1.copy_(fc1.bias[perm].view(E, h))
+        m.experts_w2.copy_(fc2.weight[:, perm].view(-1, E, h).transpose(0, 1))
+        m.experts_b2.copy_(fc2.bias)
+        return m
+
+    def all_active(self) -> bool:
+        if self.routing == "dynamic":
+            return self.tau >= 1.0
+        return self.top_k >= self.routed
+
+    # ---- pieces -----------------------------------------------------------------------
+    def partial(self, X: torch.Tensor, e: int) -> torch.Tensor:
+        """Expert e's contribution (N, C_out) for tokens X (N, C_in), without the fc2 bias."""
+        a = F.gelu(F.linear(X, self.experts_w1[e], self.experts_b1[e]), approximate=self.approximate)
+        return F.linear(a, self.experts_w2[e])
+
+    @torch.no_grad()
+    def expert_norms(self, X: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """(N, E) L2 norms of every expert's partial output (calibration targets)."""
+        return self.expert_stats(X, chunk)[0]
+
+    @torch.no_grad()
+    def expert_stats(self, X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, E) partial-output norms and (E, C_out) mean partial outputs over the tokens X."""
+        norms, sums = [], X.new_zeros(self.E, self.out_features, dtype=torch.float64)
+        for i in range(0, X.shape[0], chunk):
+            parts = [self.partial(X[i:i + chunk], e) for e in range(self.E)]
+            norms.append(torch.stack([p.norm(dim=-1) for p in parts], 1))
+            sums += torch.stack([p.double().sum(0) for p in parts])
+        return torch.cat(norms), (sums / max(X.shape[0], 1)).to(X.dtype)
+
+    def compensation(self) -> torch.Tensor:
+        """(routed, C_out) vectors standing in for skipped routed experts under the current routing."""
+        if self.routing == "dynamic":
+            return self.skip_mean_dyn
+        return self.skip_mean[min(max(self.top_k, 0), self.routed)]
+
+    @torch.no_grad()
+    def calibrate_compensation(self, X: torch.Tensor, chunk: int = 4096) -> None:
+        """Fill `skip_mean` (every top-k level) and `skip_mean_dyn` from calibration tokens X."""
+        R, S = self.routed, self.shared
+        sums = torch.zeros(R + 2, R, self.out_features, dtype=torch.float64, device=X.device)
+        counts = torch.zeros(R + 2, R, dtype=torch.float64, device=X.device)
+        for i in range(0, X.shape[0], chunk):
+            xs = X[i:i + chunk]
+            scores = self.router(xs)
+            skips = [~topk_mask(scores, k) for k in range(R + 1)]
+            skips.append(~dynamic_mask(self.router.predicted_norms(scores), self.tau))
+            skip = torch.stack(skips).double()                    # (R+2, n, R)
+            for j in range(R):
+                p = self.partial(xs, S + j).double()             # (n, C)
+                sums[:, j] += skip[:, :, j] @ p
+            counts += skip.sum(1)
+        means = (sums / counts.clamp_min(1)[..., None]).to(self.skip_mean.dtype)
+        self.skip_mean.copy_(means[:R + 1])
+        self.skip_mean_dyn.copy_(means[R + 1])
+
+    def route(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, bool mask) over the routed experts for tokens X (N, C)."""
+        if self.routing == "oracle":  # measurement only: true norms (costs the whole FFN)
+            scores = self.expert_norms(X)[:, self.shared:].clamp_min(1e-12).log()
+            return scores, topk_mask(scores, self.top_k)
+        scores = self.router(X)
+        if self.routing == "dynamic":
+            return scores, dynamic_mask(self.router.predicted_norms(scores), self.tau)
+        return scores, topk_mask(scores, self.top_k)
+
+    # ---- forward ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`token_routed` (set by the gated block per call): which tokens are routed (None: all);
+        the others run every expert (the dense FFN), e.g. tokens of the early, cheap scales."""
+        shape = x.shape
+        X = x.reshape(-1, shape[-1])
+        flag = self.token_routed
+        if self.all_active() or flag is False or (torch.is_tensor(flag) and not bool(flag.any())):
+            out = self._forward_dense(X)
+            self.last_active = float(self.E)
+        elif flag is None or flag is True or bool(flag.all()):
+            out = self._forward_st(X) if self.straight_through and self.training else self._forward_routed(X)
+        else:
+            flag = flag.reshape(-1)
+            ir, idn = flag.nonzero().squeeze(1), (~flag).nonzero().squeeze(1)
+            routed = (self._forward_st if self.straight_through and self.training else self._forward_routed)(X[ir])
+            out = X.new_empty(X.shape[0], self.out_features)
+            out = out.index_copy(0, ir, routed).index_copy(0, idn, self._forward_dense(X[idn]))
+            # last_active stays the mean over the *routed* tokens (what the FLOPs model needs)
+        return out.view(*shape[:-1], self.out_features)
+
+    def _forward_dense(self, X: torch.Tensor) -> torch.Tensor:
+        E, h = self.E, self.h
+        a = F.gelu(F.linear(X, self.experts_w1.reshape(E * h, -1), self.experts_b1.reshape(E * h)),
+                   approximate=self.approximate)
+        return F.linear(a, self.experts_w2.transpose(0, 1).reshape(self.out_features, E * h), self.experts_b2)
+
+    def _forward_routed(self, X: torch.Tensor) -> torch.Tensor:
+        N, S = X.shape[0], self.shared
+        mu = self.compensation()
+        out = (self.experts_b2 + mu.sum(0)).expand(N, -1).clone()
+        for e in range(S):
+            out += self.partial(X, e)
+        _, mask = self.route(X) if self.routed > 0 and N > 0 else (None, X.new_zeros(N, 0, dtype=torch.bool))
+        for j in range(self.routed):
+            idx = mask[:, j].nonzero().squeeze(1)
+            if idx.numel() == N:
+                out += self.partial(X, S + j) - mu[j]
+            elif idx.numel():
+                out.index_add_(0, idx, self.partial(X.index_select(0, idx), S + j) - mu[j])
+        self.last_active = self.shared + (float(mask.sum()) / N if N else 0.0)
+        return out
+
+    def _forward_st(self, X: torch.Tensor) -> torch.Tensor:
+        """Training: every expert computed, weighted by the straight-through mask (value 0/1)."""
+        S, mu = self.shared, self.compensation()
+        out = (self.experts_b2 + mu.sum(0)).expand(X.shape[0], -1)
+        for e in range(S):
+            out = out + self.partial(X, e)
+        if self.routed:
+            scores, hard = self.route(X)
+            m = straight_through_mask(scores, hard)
+            for j in range(self.routed):
+                out = out + m[:, j:j + 1] * (self.partial(X, S + j) - mu[j])
+        return out
+
+    def active_hidden(self) -> float:
+        """Mean FFN neurons computed per token (the FLOPs model's `ffn_hidden`)."""
+        if self.all_active():
+            return float(self.E * self.h)
+        routed = float(self.expected_active) if self.routing == "dynamic" else float(self.top_k)
+        return (self.shared + routed) * self.h
+
+    def router_flops(self) -> float:
+        return 0.0 if self.all_active() or self.routed == 0 else self.router.flops_per_token()
+
+    def extra_repr(self) -> str:
+        return (f"experts={self.E}x{self.h}, shared={self.shared}, routing={self.routing}, "
+                f"top_k={self.top_k}, tau={self.tau}")

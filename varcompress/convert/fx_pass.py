@@ -1,0 +1,164 @@
+"""torch.fx pass: find every FFN (Linear -> GELU -> Linear) in a block's graph and swap it.
+
+Blocks are traced with a tracer that keeps attention modules (anything with a
+`kv_caching` method) as leaves, so the KV-cache branches are not baked into the graph,
+and with `scales` made concrete (None: dense blocks ignore it). FFNs are found by
+module type and data flow only: a Linear whose single user is a GELU whose single
+user is a Linear consuming it. Tracing never touches tensor data, so it works on
+models built on the meta device.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..errors import VarcompressError
+
+_GELU_FNS = (F.gelu,)
+
+
+@dataclass(frozen=True)
+class FFNSite:
+    """One FFN found in one traced module."""
+    block: str            # qualified name of the traced module in the model ('blocks.3', or '')
+    index: int            # position of that module among the traced ones
+    fc1: str              # qualified names inside the traced module
+    act: str
+    fc2: str
+    in_features: int
+    hidden: int
+    out_features: int
+    approximate: str      # GELU variant: 'none' or 'tanh'
+
+
+class BlockTracer(fx.Tracer):
+    """Default leaves (torch.nn layers) plus every module that manages a KV cache."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if callable(getattr(m, "kv_caching", None)):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def trace_block(block: nn.Module) -> fx.GraphModule:
+    """Symbolically trace one block; `scales` (if the block takes it) is specialised to None."""
+    params = inspect.signature(block.forward).parameters
+    concrete = {"scales": None} if "scales" in params else None
+    tracer = BlockTracer()
+    try:
+        graph = tracer.trace(block, concrete_args=concrete)
+    except Exception as e:  # noqa: BLE001 - any trace failure is one user-facing line
+        raise VarcompressError(f"cannot trace {type(block).__name__} with torch.fx: {str(e).splitlines()[0][:160]}") from None
+    return fx.GraphModule(tracer.root, graph, type(block).__name__)
+
+
+def traced_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules the pass traces: a VAR's blocks (the units `run_blocks` drives), else the model."""
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
+        return [(f"blocks.{i}", b) for i, b in enumerate(blocks)]
+    return [("", model)]
+
+
+def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    if node.op != "call_module":
+        return None
+    return gm.get_submodule(node.target)
+
+
+def _gelu_variant(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    m = _module(gm, node)
+    if isinstance(m, nn.GELU):
+        return m.approximate
+    if node.op == "call_function" and node.target in _GELU_FNS:
+        return node.kwargs.get("approximate", "none")
+    return None
+
+
+def match_ffns(gm: fx.GraphModule) -> list[tuple[fx.Node, fx.Node, fx.Node, str]]:
+    """(fc1, act, fc2, approximate) node triples of Linear -> GELU -> Linear chains."""
+    found = []
+    for n1 in gm.graph.nodes:
+        if not isinstance(_module(gm, n1), nn.Linear) or len(n1.users) != 1:
+            continue
+        act = next(iter(n1.users))
+        approx = _gelu_variant(gm, act)
+        if approx is None or act.args[0] is not n1 or len(act.users) != 1:
+            continue
+        n3 = next(iter(act.users))
+        if not isinstance(_module(gm, n3), nn.Linear) or n3.args[0] is not act or len(n3.args) != 1 or n3.kwargs:
+            continue
+        found.append((n1, act, n3, approx))
+    return found
+
+
+def _site(gm, prefix, index, n1, act, n3, approx) -> FFNSite:
+    fc1, fc2 = gm.get_submodule(n1.target), gm.get_submodule(n3.target)
+    where = f"{prefix or type(gm).__name__}: {n1.target} -> {n3.target}"
+    if fc1.out_features != fc2.in_features:
+        raise VarcompressError(f"FFN hidden dims disagree in {where} ({fc1.out_features} vs {fc2.in_features})")
+    if fc1.bias is None or fc2.bias is None:
+        raise VarcompressError(f"FFN without biases is not supported ({where})")
+    act_name = act.target if act.op == "call_module" else str(act.name)
+    return FFNSite(prefix, index, n1.target, act_name, n3.target, fc1.in_features, fc1.out_features,
+                   fc2.out_features, approx)
+
+
+def find_ffns(model: nn.Module) -> list[FFNSite]:
+    """Every FFN of the model (one per VAR block); refuses a model where a unit has none."""
+    sites = []
+    for i, (prefix, unit) in enumerate(traced_units(model)):
+        gm = trace_block(unit)
+        found = [_site(gm, prefix, i, *m) for m in match_ffns(gm)]
+        if not found:
+            raise VarcompressError(f"no FFN (Linear -> GELU -> Linear) found in {prefix or type(model).__name__}")
+        sites.extend(found)
+    return sites
+
+
+def rewrite_block(block: nn.Module, make_module: Callable[[FFNSite, nn.Linear, nn.Linear], nn.Module],
+                  prefix: str = "", index: int = 0) -> tuple[fx.GraphModule, list[FFNSite]]:
+    """Trace `block` and replace each FFN's three nodes by one call to `make_module(site, fc1, fc2)`.
+
+    The new module takes the FFN's place in the module tree (the FFN's parent name when
+    fc1/act/fc2 share a parent, e.g. `ffn`; else `ffn_experts{i}`); fc1/fc2 leave the graph.
+    """
+    gm = trace_block(block)
+    matches = match_ffns(gm)
+    if not matches:
+        raise VarcompressError(f"no FFN (Linear -> GELU -> Linear) found in {prefix or type(block).__name__}")
+    sites, pending = [], []
+    for j, (n1, act, n3, approx) in enumerate(matches):
+        site = _site(gm, prefix, index, n1, act, n3, approx)
+        new_mod = make_module(site, gm.get_submodule(n1.target), gm.get_submodule(n3.target))
+        with gm.graph.inserting_after(n3):
+            new = gm.graph.create_node("call_module", f"_pending_ffn_{j}", (n1.args[0],), {})
+        n3.replace_all_uses_with(new)
+        for n in (n3, act, n1):
+            gm.graph.erase_node(n)
+        sites.append(site)
+        pending.append((new, new_mod, site))
+    gm.delete_all_unused_submodules()
+    for j, (node, mod, site) in enumerate(pending):
+        name = _free_name(gm, site, j)
+        gm.add_submodule(name, mod)
+        node.target = name
+    gm.graph.lint()
+    gm.recompile()
+    return gm, sites
+
+
+def _free_name(gm: fx.GraphModule, site: FFNSite, j: int) -> str:
+    parents = {s.rpartition(".")[0] for s in (site.fc1, site.fc2) + ((site.act,) if "." in site.act else ())}
+    if len(parents) == 1:
+        parent = parents.pop()
+        if parent:
+            try:
+                gm.get_submodule(parent)
+            except AttributeError:
+                return parent
+    return f"ffn_experts{j}"

@@ -1,0 +1,125 @@
+"""`prune(var, cfg)`: a dense VAR -> a statically pruned model that really computes less.
+
+- magnitude / wanda: a plain VAR with narrower FFNs (same width in every block);
+- tokens: convert's ActivatedVAR with one always-on expert and fixed per-scale keep counts;
+- both: the narrower VAR, then the same token pruning on top.
+The FFN width / keep counts are solved so the model's transformer FLOPs (varcompress.flops,
+the counter every model goes through) are at most `flops_target` of the teacher's and
+within 1% of it; the result is checked, not assumed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import VarcompressError
+from ..flops import var_flops
+from .config import PruneConfig
+from .neurons import _ffns, activation_stats, neuron_scores, prune_neurons, select_neurons
+from .tokens import ffn_hidden_for, set_counts, solve_counts, static_token_model
+
+MATCH_TOLERANCE = 0.01
+OFFICIAL_SAMPLING = dict(cfg=1.5, top_k=900, top_p=0.96)
+
+
+@dataclass
+class PruneResult:
+    model: object
+    info: dict = field(default_factory=dict)
+
+
+def model_gflops(model) -> float:
+    """Transformer GFLOPs per image with CFG: `flops()` of activated models, var_flops of dense ones."""
+    return model.flops().transformer if hasattr(model, "flops") else var_flops(model.cfg).transformer
+
+
+def calibration(var, cfg: PruneConfig, sampling: dict | None = None):
+    """(labels, x): `cfg.calib_samples` token maps the teacher draws (class-balanced, fixed seeds)."""
+    from ..teacher_tokens import balanced_labels, draw_token_maps
+
+    if var.vae is None:
+        raise VarcompressError("pruning with calibration needs the VQVAE (load the VAR with vae=...)")
+    s = dict(sampling or OFFICIAL_SAMPLING)
+    for k in ("cfg", "top_k", "top_p"):
+        if getattr(cfg, f"calib_{k}") is not None:
+            s[k] = getattr(cfg, f"calib_{k}")
+    maps = draw_token_maps(var, balanced_labels(cfg.calib_samples, var.num_classes), seed=cfg.seed + 50_000, **s)
+    dev = var.pos_1LC.device
+    return maps.labels.to(dev), maps.x.to(dev)
+
+
+def _width(var, cfg: PruneConfig, h: int, calib) -> torch.nn.Module:
+    H = _ffns(var)[0].fc1.out_features
+    if h < cfg.min_hidden:
+        raise VarcompressError(f"flops_target {cfg.flops_target} needs FFNs of {h} neurons (< min_hidden "
+                               f"{cfg.min_hidden}); it is below what neuron pruning can reach")
+    h = min(h, H)
+    stats = activation_stats(var, *calib) if (cfg.score == "wanda" or cfg.use_compensation) else None
+    keep = select_neurons(neuron_scores(var, cfg.score, stats), h)
+    return prune_neurons(var, keep, stats.means() if cfg.use_compensation else None)
+
+
+def _explicit_keep(model, cfg: PruneConfig) -> None:
+    if len(cfg.keep_ratio) != len(model.patch_nums):
+        raise VarcompressError(f"prune config: keep_ratio has {len(cfg.keep_ratio)} entries, the model has "
+                               f"{len(model.patch_nums)} scales")
+    model.set_keep([float(r) for r in cfg.keep_ratio])
+
+
+@torch.no_grad()
+def prune(var, cfg: PruneConfig | None = None, calib=None, sampling: dict | None = None) -> PruneResult:
+    """Prune the dense `var` (left untouched) to `cfg.flops_target` of its transformer FLOPs.
+
+    `calib` = (labels, x) teacher-forcing tensors; drawn by the teacher when needed and not given.
+    """
+    cfg = (cfg or PruneConfig()).validate()
+    ffns = _ffns(var)
+    H = ffns[0].fc1.out_features
+    if any(f.fc1.out_features != H for f in ffns):
+        raise VarcompressError("the dense VAR has FFNs of different widths; prune expects one width")
+    teacher_g = var_flops(var.cfg).transformer
+    target_g = cfg.flops_target * teacher_g
+    needs_calib = cfg.prunes_tokens or cfg.score == "wanda" or cfg.use_compensation
+    if calib is None and needs_calib:
+        calib = calibration(var, cfg, sampling)
+    R = cfg.flops_target
+    counts = None
+    if cfg.method in ("magnitude", "wanda"):
+        h = math.floor(ffn_hidden_for(var.cfg, target_g, H) + 1e-6)
+        model = _width(var, cfg, h, calib)
+    elif cfg.method == "tokens":
+        model = static_token_model(var, calib, cfg.sparse_scales, cfg.reconstruction, cfg.upsample, cfg.seed)
+        if cfg.keep_ratio is not None:
+            _explicit_keep(model, cfg)
+        else:
+            solve_counts(model, target_g, cfg.sparse_scales)
+        h = H
+    else:  # both: tokens take token_share of the saving, neurons fill the rest exactly
+        tok = static_token_model(var, calib, cfg.sparse_scales, cfg.reconstruction, cfg.upsample, cfg.seed)
+        if cfg.keep_ratio is not None:
+            _explicit_keep(tok, cfg)
+        else:
+            solve_counts(tok, teacher_g * (1 - cfg.token_share * (1 - R)), cfg.sparse_scales)
+        counts = list(tok.blocks[0].keep_counts)
+        h = math.floor(ffn_hidden_for(var.cfg, target_g, H, work=tok.scale_work()) + 1e-6)
+        pruned = _width(var, cfg, h, calib)
+        model = static_token_model(pruned, calib, cfg.sparse_scales, cfg.reconstruction, cfg.upsample, cfg.seed)
+        set_counts(model, counts)
+    g = model_gflops(model)
+    explicit = cfg.method == "tokens" and cfg.keep_ratio is not None
+    if not explicit and (g > target_g * (1 + 1e-9) or g < target_g * (1 - MATCH_TOLERANCE)):
+        raise VarcompressError(f"could not match flops_target {R} within {MATCH_TOLERANCE:.0%}: got "
+                               f"{g / teacher_g:.4f} of the teacher's FLOPs")
+    counts = list(model.blocks[0].keep_counts) if hasattr(model.blocks[0], "keep_counts") else \
+        [pn * pn for pn in var.patch_nums]
+    info = {"method": cfg.method, "score": cfg.score if cfg.prunes_neurons else None,
+            "compensate": cfg.use_compensation if cfg.prunes_neurons else None,
+            "hidden": int(h), "teacher_hidden": int(H), "keep_counts": counts,
+            "scale_tokens": [pn * pn for pn in var.patch_nums],
+            "teacher_gflops": teacher_g, "gflops": g, "fraction": g / teacher_g, "target_fraction": R,
+            "match_error": g / target_g - 1, "calib_samples": int(calib[0].shape[0]) if calib is not None else 0,
+            "config": cfg.to_dict()}
+    model.eval()
+    return PruneResult(model, info)

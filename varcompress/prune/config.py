@@ -1,0 +1,108 @@
+"""PruneConfig: every knob of `varcompress prune`, validated (one-line VarcompressErrors), JSON round-trippable.
+
+Methods (all static: the same computation for every token and image, no learning):
+- "magnitude": FFN neurons ranked by ||fc1 row||_2 * ||fc2 column||_2 (data-free).
+- "wanda":     FFN neurons ranked by ||a_j||_2 * ||fc2 column j||_1, a_j = the neuron's GELU
+               output on calibration tokens drawn by the teacher (Wanda's |W| * ||X|| on
+               fc2, summed over the column); optional bias compensation (the removed
+               neurons' mean output is folded into the fc2 bias).
+- "tokens":    fixed per-scale keep counts on the last `sparse_scales` scales, kept tokens
+               chosen by convert's parameter-free `residual` score, skipped tokens
+               reconstructed like the activated model (`identity` | `prev_scale`).
+- "both":      neurons (magnitude or wanda, `neuron_score`) + tokens; `token_share` of the
+               FLOPs saving comes from tokens, the rest from neurons.
+`flops_target` is the transformer-FLOPs fraction of the *teacher* to reach (<=, within 1%).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import VarcompressError
+
+METHODS = ("magnitude", "wanda", "tokens", "both")
+CHOICES = {"method": METHODS, "neuron_score": ("magnitude", "wanda"),
+           "reconstruction": ("identity", "prev_scale"), "upsample": ("bilinear", "nearest")}
+
+
+@dataclass
+class PruneConfig:
+    method: str = "wanda"
+    flops_target: float = 0.75
+    neuron_score: str = "wanda"          # scoring used by method "both"
+    compensate: bool | None = None       # fold removed neurons' mean output into fc2.bias (None: wanda yes)
+    sparse_scales: int = 3               # token pruning only touches the last N scales
+    keep_ratio: list[float] | None = None  # explicit per-scale keep ratios (tokens/both); None: solve
+    reconstruction: str = "prev_scale"
+    upsample: str = "bilinear"
+    token_share: float = 0.5             # "both": share of the FLOPs saving taken by token pruning
+    min_hidden: int = 8                  # never prune an FFN below this many neurons
+    calib_samples: int = 64              # teacher-drawn maps for wanda scores (and convert's calibration)
+    calib_cfg: float | None = None       # calibration sampling (None: the teacher card's / official)
+    calib_top_k: int | None = None
+    calib_top_p: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "PruneConfig":
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                _bad(name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        t = self.flops_target
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
+            _bad("flops_target", f"must be a fraction in (0, 1], got {t!r}")
+        for name in ("sparse_scales", "min_hidden", "calib_samples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                _bad(name, f"must be a positive integer, got {v!r}")
+        if self.compensate is not None and not isinstance(self.compensate, bool):
+            _bad("compensate", f"must be true, false or null, got {self.compensate!r}")
+        s = self.token_share
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
+            _bad("token_share", f"must be in (0, 1), got {s!r}")
+        if self.keep_ratio is not None:
+            if self.method not in ("tokens", "both"):
+                _bad("keep_ratio", f"only applies to methods tokens and both, not {self.method!r}")
+            if not isinstance(self.keep_ratio, list) or not self.keep_ratio:
+                _bad("keep_ratio", "must be a non-empty list of per-scale ratios")
+            for r in self.keep_ratio:
+                if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
+                    _bad("keep_ratio", f"ratios must be in (0, 1], got {r!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            _bad("seed", f"must be a non-negative integer, got {self.seed!r}")
+        return self
+
+    @property
+    def prunes_neurons(self) -> bool:
+        return self.method in ("magnitude", "wanda", "both")
+
+    @property
+    def prunes_tokens(self) -> bool:
+        return self.method in ("tokens", "both")
+
+    @property
+    def score(self) -> str:
+        """The neuron score in use ('magnitude' | 'wanda')."""
+        return self.neuron_score if self.method == "both" else self.method
+
+    @property
+    def use_compensation(self) -> bool:
+        return self.score == "wanda" if self.compensate is None else self.compensate
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PruneConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise VarcompressError(f"prune config: unknown field(s) {', '.join(unknown)}")
+        return cls(**d)
+
+
+def _bad(field: str, why: str):
+    raise VarcompressError(f"prune config: {field} {why}")

@@ -1,0 +1,95 @@
+"""Pruned-model directories: written atomically (temporary directory + rename), loaded back exactly.
+
+DIR/prune.json   format, method, config, FLOPs (teacher / model / fraction / target), source, fine-tuning
+DIR/var.pth      neuron pruning: a plain official-format VAR state dict (smaller mlp_ratio);
+                 `varcompress.load_var(DIR/var.pth)` and the official code load it as is
+DIR/model.safetensors + DIR/config.json
+                 token pruning (and both): convert's activated-model format; `varcompress.load(DIR)`
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from .. import __version__
+from ..errors import VarcompressError
+
+FORMAT = "varcompress-pruned"
+FORMAT_VERSION = 1
+VAR_FILE = "var.pth"
+
+
+def is_pruned_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / "prune.json").is_file()
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        os.replace(tmp, out)
+
+
+def save_pruned(model, info: dict, out_dir: str | os.PathLike, source: dict | None = None,
+                finetune: dict | None = None, force: bool = False) -> Path:
+    """Write DIR (see the module doc); refuse to overwrite an existing DIR unless force."""
+    from ..checkpoint import save_state_dict
+    from ..convert.activated import ActivatedVAR
+    from ..convert.api import save_activated
+
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        if isinstance(model, ActivatedVAR):
+            save_activated(model, tmp, source_sha256=(source or {}).get("sha256"))
+            files = ["model.safetensors", "config.json"]
+        else:
+            tmp.mkdir()
+            save_state_dict(model.state_dict(), tmp / VAR_FILE)
+            files = [VAR_FILE]
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "varcompress_version": __version__,
+                "files": files, "source": source or {}, "finetune": finetune, **info}
+        (tmp / "prune.json").write_text(json.dumps(meta, indent=1) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_prune_info(path: str | os.PathLike) -> dict:
+    p = Path(path) / "prune.json"
+    if not p.is_file():
+        raise VarcompressError(f"{path}: not a pruned-model directory (no prune.json)")
+    try:
+        info = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise VarcompressError(f"{p}: invalid JSON ({e})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise VarcompressError(f"{p}: not a varcompress pruned model")
+    if info.get("format_version", 0) > FORMAT_VERSION:
+        raise VarcompressError(f"{p}: format version {info['format_version']} is newer than this varcompress")
+    return info
+
+
+def load_pruned(path: str | os.PathLike, vae=None):
+    """(model, info): the pruned model in eval mode (VQVAE attached when given)."""
+    from ..convert.api import load_activated
+    from ..var_io import load_var
+
+    info = read_prune_info(path)
+    d = Path(path)
+    if VAR_FILE in info.get("files", []):
+        model = load_var(d / VAR_FILE, vae=vae)
+    else:
+        model = load_activated(d, vae=vae)
+    return model, info
