@@ -57,3 +57,8 @@ def test_markdown_and_speedups():
     assert abs(rows[2]["wallclock_saving_over_flops_saving"] - 1.0) < 1e-9
     md = markdown(rows, dict(device=dict(name="cpu", device="cpu", threads=1), torch="x", repeats=1, warmup=0))
     assert md.count("\n| m |") == 3 and rows[2]["transformer_gflops_per_image"] == 5.0
+
+
+def test_cuda_graph_variants_on_cpu_are_a_clear_error(tmp_path):
+    rc = main(["bench", "--model", "small", "--repeats", "1", "--no-bf16", "--cuda-graphs", "--out", str(tmp_path)])
+    assert rc == 2

@@ -23,6 +23,8 @@ def bench(
     calib: int = typer.Option(2, help="Random calibration samples for converting random-weight models."),
     act_eager: bool = typer.Option(True, "--act-eager/--no-act-eager", help="Also time activated models' own eager path."),
     decode: bool = typer.Option(False, "--decode/--no-decode", help="Also time the decoder alone (layouts, dtypes)."),
+    compile_: bool = typer.Option(False, "--compile", help="Also engine variants with torch.compile."),
+    cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="Also engine variants with CUDA graphs (GPU)."),
     out: Path = typer.Option(Path("benchmarks/results"), help="Output folder for JSON and Markdown."),
     stem: str = typer.Option("bench", help="Output file name stem."),
 ):
@@ -37,7 +39,9 @@ def bench(
         if not torch.cuda.is_available():
             raise VarcompressError("--device cuda: CUDA is not available")
     res = run_benchmark(list(models), list(batch), repeats, warmup, list(budget), device, threads, bf16, calib,
-                        act_eager, decode, out, stem, log=lambda m: typer.echo(m, err=True))
+                        act_eager, decode, out, stem,
+                        extras=tuple(n for n, on in (("compile", compile_), ("graphs", cuda_graphs)) if on),
+                        log=lambda m: typer.echo(m, err=True))
     from ..engine.bench import markdown
 
     typer.echo(markdown(res["rows"], res["meta"]))

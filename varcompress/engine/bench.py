@@ -108,7 +108,8 @@ def _row(v: Variant, B: int, recs: list[dict]) -> dict:
     peaks = [r["peak_mb"] for r in recs if r["peak_mb"] is not None]
     cpu = [r["cpu_s"] for r in recs]
     row = {"model": v.model, "variant": v.name, "batch": B, "median_s": med, "min_s": min(s), "all_s": s,
-           "median_cpu_s": statistics.median(cpu), "all_cpu_s": cpu, "images_per_s": B / med, "peak_mem_mb": max(peaks) if peaks else None,
+           "median_cpu_s": statistics.median(cpu), "all_cpu_s": cpu, "images_per_s": B / med,
+           "peak_mem_mb": max(peaks) if peaks else None,
            "transformer_gflops_per_image": v.transformer_gflops, "decode_gflops_per_image": v.decode_gflops,
            "malloc_tuned": v.malloc_tuned, **v.info}
     parts = [r["parts"] for r in recs if r.get("parts")]
@@ -191,7 +192,8 @@ def run_meta(device: torch.device, repeats: int, warmup: int, **extra) -> dict:
 def run_benchmark(models: list[str], batches: list[int], repeats: int = 3, warmup: int = 0,
                   budgets: list[str] | None = None, device: str = "cpu", threads: int | None = None,
                   bf16: bool | None = None, calib: int = 2, act_eager: bool = True, decode: bool = False,
-                  out_dir: Path | None = None, stem: str = "bench", log=print) -> dict:
+                  out_dir: Path | None = None, stem: str = "bench", extras: tuple[str, ...] = (),
+                  log=print) -> dict:
     """Build every model's variants, measure them interleaved, write JSON + Markdown; returns the data."""
     from .bench_models import build_model, decode_variants, variants_for
     from .cpu import cpu_supports_bf16
@@ -208,7 +210,8 @@ def run_benchmark(models: list[str], batches: list[int], repeats: int = 3, warmu
         except Exception as e:  # noqa: BLE001 - a missing teacher skips that model, with the reason
             log(f"[bench] skipping {name}: {e}")
             continue
-        vs = variants_for(name, var, vae, dev, list(budgets or []), bf16, calib, act_eager, log=log)
+        vs = variants_for(name, var, vae, dev, list(budgets or []), bf16, calib, act_eager, extras=extras,
+                          log=log)
         if decode:
             vs += decode_variants(name, vae, dev, bf16)
             for v in vs:
@@ -216,7 +219,8 @@ def run_benchmark(models: list[str], batches: list[int], repeats: int = 3, warmu
         rows += measure(vs, batches, repeats, warmup, dev, log)
         del vs, var, vae
         gc.collect()
-    meta = run_meta(dev, repeats, warmup, models=models, batches=batches, budgets=budgets, calib=calib)
+    meta = run_meta(dev, repeats, warmup, models=models, batches=batches, budgets=budgets, calib=calib,
+                    extras=list(extras))
     result = {"meta": meta, "rows": rows}
     if out_dir is not None:
         js, md = write_results(rows, meta, Path(out_dir), stem)

@@ -80,7 +80,9 @@ def random_calibration(var, n: int, seed: int = 0):
 
 
 def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, calib: int,
-                 act_eager: bool = True, eager: bool = True, log=print) -> list[Variant]:
+                 act_eager: bool = True, eager: bool = True, extras: tuple[str, ...] = (),
+                 log=print) -> list[Variant]:
+    """extras: "compile" and/or "graphs" add engine variants with torch.compile / CUDA graphs."""
     from ..convert import ConvertConfig, convert
     from .engine import Engine
 
@@ -94,10 +96,13 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
 
     def engine_variants(m, prefix, gflops, info):
         dtypes = [torch.float32] + ([torch.bfloat16] if bf16 else [])
-        for dt in dtypes:
-            eng = Engine(m, dtype=dt, device=device, decode_dtype=dt)
+        opts = [()] + ([tuple(extras)] if extras else [])
+        for dt, opt in [(dt, o) for dt in dtypes for o in opts]:
+            graphs, comp = "graphs" in opt, "compile" in opt
+            eng = Engine(m, dtype=dt, device=device, decode_dtype=dt, cuda_graphs=graphs, compile=comp,
+                         compile_mode="max-autotune-no-cudagraphs" if graphs and comp else "default")
             eng.profile = device.type == "cpu"  # free on CPU; on GPU the syncs would cost
-            tag = "fp32" if dt == torch.float32 else "bf16"
+            tag = ("fp32" if dt == torch.float32 else "bf16") + "".join(f"+{o}" for o in opt)
             out.append(Variant(model, f"{prefix}engine-{tag}", _engine_run(eng), gflops, dec, True,
                                (lambda e=eng: dict(e.last_timings, **{f"cpu_{k}": v for k, v in
                                                                     e.last_cpu_timings.items()})),

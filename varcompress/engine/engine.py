@@ -40,7 +40,8 @@ class Engine:
         if cuda_graphs and dev.type != "cuda":
             raise VarcompressError(f"engine: cuda_graphs=True needs a CUDA device (got {dev.type})")
         if compile_mode not in COMPILE_MODES:
-            raise VarcompressError(f"engine: compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+            raise VarcompressError(f"engine: compile_mode must be one of {', '.join(COMPILE_MODES)}, "
+                                   f"got {compile_mode!r}")
         if cuda_graphs and compile and compile_mode in ("reduce-overhead", "max-autotune"):
             raise VarcompressError(f"engine: compile_mode={compile_mode!r} captures CUDA graphs itself; use "
                                    "cuda_graphs=False or compile_mode='max-autotune-no-cudagraphs'")

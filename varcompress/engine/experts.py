@@ -113,7 +113,7 @@ class FastExpertFFN:
             out = F.linear(a, self.w2s, self.base)
         else:
             out = self.base.expand(N, -1).clone()
-        if self.R and N:
+        if self.R and N and (self.routing == "dynamic" or self.top_k > 0):
             tok, exp = self._pairs(X)
             if self.dispatch == "grouped":
                 out.index_add_(0, tok, self._grouped(X.index_select(0, tok), exp))
