@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -119,3 +121,18 @@ def save_state_dict(sd: Mapping[str, torch.Tensor], path: str | os.PathLike, for
     """Save in the official format (a bare dict of tensors, torch.save) atomically."""
     clean = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
     return atomic_write(path, lambda tmp: torch.save(clean, tmp), force=force)
+
+
+def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Move a fully written temporary directory into place; an old `out` is swapped out first.
+
+    Readers see either the old directory or the new one, never a half-written one.
+    """
+    tmp, out = Path(tmp), Path(out)
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        os.replace(tmp, out)

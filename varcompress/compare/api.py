@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..checkpoint import replace_dir
 from ..errors import VarcompressError
 from .models import Entry, load_model
 from .schema import SCHEMA_VERSION, validate_report
@@ -161,15 +162,9 @@ def _write(out: Path, rows, images, t, teacher_spec, dataset, proto, opts, force
         (tmp / "table.md").write_text(rp.markdown(report))
         (tmp / "table.csv").write_text(rp.csv_text(rows))
         (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-        if out.exists():
-            if not force:
-                raise VarcompressError(f"{out}: exists (use --force to overwrite)")
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            os.replace(tmp, out)
+        if out.exists() and not force:
+            raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

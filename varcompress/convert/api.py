@@ -11,13 +11,12 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import torch
 
 from .. import __version__
-from ..checkpoint import read_state_dict
+from ..checkpoint import read_state_dict, replace_dir
 from ..errors import VarcompressError
 from ..models.var import VARConfig
 from ..var_io import build_var
@@ -108,13 +107,7 @@ def save_activated(model: ActivatedVAR, out_dir: str | os.PathLike, source_sha25
                   "var_config": model.cfg.to_dict(), "convert_config": model.convert_cfg.to_dict(),
                   "source_sha256": source_sha256, "source": source or {}, "budget": model.budget()}
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from .. import __version__
+from ..checkpoint import replace_dir
 from ..errors import VarcompressError
 
 FORMAT = "varcompress-pruned"
@@ -24,16 +25,6 @@ VAR_FILE = "var.pth"
 
 def is_pruned_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / "prune.json").is_file()
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        os.replace(tmp, out)
 
 
 def save_pruned(model, info: dict, out_dir: str | os.PathLike, source: dict | None = None,
@@ -59,7 +50,7 @@ def save_pruned(model, info: dict, out_dir: str | os.PathLike, source: dict | No
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "varcompress_version": __version__,
                 "files": files, "source": source or {}, "finetune": finetune, **info}
         (tmp / "prune.json").write_text(json.dumps(meta, indent=1) + "\n")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
