@@ -94,3 +94,16 @@ def test_flops_target_is_met(pair, allocation):
     alloc = act.convert_report["allocation"]
     assert alloc["method"] == allocation and act.convert_cfg.top_k == alloc["top_k"]
     assert cached_vs_teacher(act, vae, torch.tensor([3, 4])) <= 1e-5
+
+
+def test_experts_only_route_on_the_last_scales(pair):
+    var, vae, calib = pair
+    act = convert(var, ConvertConfig(experts=4, top_k=1, expert_scales=1, calib_tokens=512), calib=calib)
+    labels, x = calib
+    with torch.no_grad():
+        dense, sparse = var(labels, x), act(labels, x)
+    bg = act.begin_ends[-1][0]
+    assert (dense[:, :bg] - sparse[:, :bg]).abs().max().item() <= 1e-5  # scales 0..2 untouched
+    assert (dense[:, bg:] - sparse[:, bg:]).abs().max().item() > 1e-3
+    work = act.scale_work()
+    assert work[0][2].ffn_hidden == 256 and work[0][3].ffn_hidden == 64

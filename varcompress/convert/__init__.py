@@ -3,12 +3,14 @@
 Public API (the CLI wires these):
     ConvertConfig, convert(var, cfg, calib=None) -> ActivatedVAR,
     save_activated(model, out_dir, source_sha256=None, force=False), load_activated(dir, vae=None),
-    find_ffns(model) -> list[FFNSite], ActivatedVAR (.flops(), .budget(), .record_work()).
+    find_ffns(model) -> list[FFNSite], ActivatedVAR (.flops(), .budget(), .record_work()),
+    compare_variants(teacher, {name: ConvertConfig}) (benchmarks/convert_variants.py).
 """
 from .activated import ActivatedVAR
 from .api import convert, load_activated, read_activated_config, save_activated
+from .compare import compare_variants
 from .config import ConvertConfig
 from .fx_pass import FFNSite, find_ffns
 
-__all__ = ["ActivatedVAR", "ConvertConfig", "FFNSite", "convert", "find_ffns", "load_activated",
+__all__ = ["ActivatedVAR", "ConvertConfig", "FFNSite", "compare_variants", "convert", "find_ffns", "load_activated",
            "read_activated_config", "save_activated"]

@@ -1,7 +1,10 @@
 """ConvertConfig: every knob of `varcompress convert`, validated, JSON round-trippable.
 
 `top_k` counts *routed* experts per token (None: all of them, i.e. the dense FFN);
-`shared_experts` are always on in addition.
+`shared_experts` are always on in addition. Experts are routed only on the last
+`expert_scales` scales (None: all); tokens of earlier scales run the dense FFN (they
+are few, and errors there propagate to the whole image). `compensation` replaces a
+skipped expert's output by its calibration mean on the tokens where it is skipped.
 `keep_ratio` is either one float applied to the last `sparse_scales` scales (earlier
 scales stay dense) or one ratio per scale. After a `flops_target` allocation the
 resolved per-block `top_k` list and per-scale `keep_ratio` list are stored here, so a
