@@ -29,7 +29,8 @@ def tiny_teacher(tmp_path_factory) -> dict:
 def tiny_recipe(teacher: dict, out, cache, steps=(4, 4), **run) -> dict:
     r = {
         "teacher": dict(teacher),
-        "student": {"convert": {"experts": 4, "top_k": 2, "keep_ratio": 0.5, "sparse_scales": 2,
+        "student": {"convert": {"experts": 4, "top_k": 2, "keep_ratio": 0.5, "sparse_scales": 2, "expert_scales": None,
+                                "selector": "learned", "reconstruction": "prev_scale",
                                 "calib_samples": 16, "calib_tokens": 512}},
         "data": {"count": 48, "cache_dir": str(cache), "cfg": 1.5, "top_k": 0, "top_p": 0.0, "shard_size": 32},
         "stages": [

@@ -16,7 +16,8 @@ from .helpers import tiny_var
 def tiny_student(**kw):
     var = tiny_var(0)
     labels, x = torch.arange(8) % 10, torch.randn(8, var.L - 1, var.Cvae)
-    cfg = dict(experts=4, top_k=2, keep_ratio=0.5, sparse_scales=2, calib_tokens=512)
+    cfg = dict(experts=4, top_k=2, keep_ratio=0.5, sparse_scales=2, calib_tokens=512, expert_scales=None,
+               selector="learned", reconstruction="prev_scale")
     cfg.update(kw)
     return var, convert(var, ConvertConfig(**cfg), calib=(labels, x)), labels, x
 

@@ -101,34 +101,50 @@ def pareto_front(points: list[tuple[float, float]], lower_is_better: bool) -> li
     return front
 
 
+PANELS = (("fid", True), ("accuracy", False), ("kl", True), ("top1", False))
+
+
 def pareto_plot(rows: list[dict], path: Path, title: str) -> bool:
-    """Quality vs GFLOPs: FID and accuracy when measured, else KL and top-1. False if nothing to plot."""
+    """Quality vs GFLOPs: FID, accuracy and KL when measured (else KL and top-1); False if nothing to plot.
+
+    One colour per row (legend on the right), marker by kind, Pareto front dashed; FID and KL on a
+    log axis when they span more than a decade (the teacher's KL of 0 is then left out).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(k, lo) for k, lo in (("fid", True), ("accuracy", False)) if any(r.get(k) is not None for r in rows)] \
-        or [(k, lo) for k, lo in (("kl", True), ("top1", False)) if any(r.get(k) is not None for r in rows)]
+    have = [(k, lo) for k, lo in PANELS if any(r.get(k) is not None for r in rows)]
+    panels = [p for p in have if p[0] in ("fid", "accuracy", "kl")] if any(k == "fid" for k, _ in have) else have
     if not panels:
         return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 2.6, 4.4), squeeze=False)
     markers = {"teacher": "*", "dense": "s", "activated": "o", "pruned": "^"}
+    cmap = plt.get_cmap("tab20")
+    colour = {r["method"]: cmap(i % 20) for i, r in enumerate(rows)}
     for ax, (key, lower) in zip(axes[0], panels):
         rs = [r for r in rows if r.get(key) is not None]
+        vals = [r[key] for r in rs]
+        log = lower and min(vals) >= 0 and max(vals) > 10 * max(min(v for v in vals if v > 0) if any(vals) else 1, 1e-12)
+        if log:
+            rs = [r for r in rs if r[key] > 0]
+            ax.set_yscale("log")
         pts = [(r["gflops"], r[key]) for r in rs]
         for r, (x, y) in zip(rs, pts):
-            ax.scatter([x], [y], marker=markers.get(r["kind"], "o"), s=90 if r["kind"] == "teacher" else 45,
-                       label=r["method"])
-            ax.annotate(r["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.scatter([x], [y], marker=markers.get(r["kind"], "o"), s=110 if r["kind"] == "teacher" else 40,
+                       color=colour[r["method"]], edgecolors="k", linewidths=0.4, label=r["method"], zorder=3)
+            if len(rows) <= 8:
+                ax.annotate(r["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         front = pareto_front(pts, lower)
-        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, alpha=0.6, label="Pareto front")
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, alpha=0.6, zorder=2)
         ax.set_xlabel("transformer GFLOPs per image (CFG)")
         ax.set_ylabel(f"{key} ({'lower' if lower else 'higher'} is better)")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
-    fig.suptitle(title)
-    fig.tight_layout()
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(f"{title} (dashed: Pareto front)")
+    fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
     return True

@@ -46,8 +46,8 @@ class ConvertConfig:
     expert_scales: int | None = 3  # experts routed on the last N scales (None: all); earlier: dense FFN
     keep_ratio: float | list[float] = 1.0
     sparse_scales: int = 3
-    selector: str = "learned"
-    reconstruction: str = "prev_scale"
+    selector: str = "residual"
+    reconstruction: str = "identity"
     upsample: str = "bilinear"
     flops_target: float | None = None
     allocation: str = "sensitivity"

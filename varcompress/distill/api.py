@@ -95,9 +95,12 @@ def distill(recipe: dict | str | Path, force: bool = False, resume: bool = True,
         torch.set_num_threads(r["run"]["threads"])
     d = init_dist(r["run"]["device"], r["run"]["ddp_timeout_min"])
     try:
-        return _distill(r, d, force, resume)
-    finally:
-        shutdown(d)
+        res = _distill(r, d, force, resume)
+    except BaseException:
+        shutdown(d, clean=False)
+        raise
+    shutdown(d)
+    return res
 
 
 def _distill(r: dict, d: Dist, force: bool, resume: bool) -> DistillResult:

@@ -68,6 +68,12 @@ def broadcast_error(msg: str | None, d: Dist) -> str | None:
     return box[0]
 
 
-def shutdown(d: Dist) -> None:
+def shutdown(d: Dist, clean: bool = True) -> None:
+    """Leave together after a success (a rank tearing gloo down while a peer still talks to it
+    can abort the peer); after a failure just leave (a peer may be stuck in another collective)."""
     if d.owns_group and tdist.is_initialized():
-        tdist.destroy_process_group()
+        try:
+            if clean:
+                tdist.barrier()
+        finally:
+            tdist.destroy_process_group()

@@ -139,27 +139,30 @@ SCHEMA = {
 }
 
 
+def _field_checker(f):
+    """A type check from a ConvertConfig field annotation ('int | list[int] | None', ...)."""
+    base = {"bool": boolean, "int": integer(), "float": number(), "str": string}
+    forms, names = [], []
+    for tok in (t.strip() for t in str(f.type).split("|")):
+        if tok == "None":
+            forms.append(lambda x, p: fail(p, "") if x is not None else None)
+        elif tok.startswith("list[") and tok[5:-1] in base:
+            forms.append(list_of(base[tok[5:-1]], 1))
+        elif tok in base:
+            forms.append(base[tok])
+        else:
+            forms.append(lambda x, p: x)  # unknown annotation: ConvertConfig checks it
+        names.append({"None": "null", "float": "a number", "int": "an integer", "bool": "true/false",
+                      "str": "a string"}.get(tok, tok.replace("list[float]", "a list of numbers")
+                                             .replace("list[int]", "a list of integers")))
+    return forms[0] if len(forms) == 1 else any_of(*forms, what=" or ".join(names))
+
+
 def _convert_fields(v, path):
     from ..convert.config import ConvertConfig
 
-    v = mapping({f.name: (lambda x, p: x, f.default) for f in dataclasses.fields(ConvertConfig)})(v, path)
-    num, posint = number(), integer()
-    int_list = list_of(integer(), 1)
-    kinds = {"top_k": any_of(optional(integer()), int_list, what="an integer, a list of integers or null"),
-             "keep_ratio": any_of(num, list_of(num, 1), what="a number or a list of numbers"),
-             "flops_target": optional(num)}
-    for f in dataclasses.fields(ConvertConfig):
-        p = f"{path}.{f.name}"
-        if f.name in kinds:
-            v[f.name] = kinds[f.name](v[f.name], p)
-        elif isinstance(f.default, bool):
-            boolean(v[f.name], p)
-        elif isinstance(f.default, int):
-            posint(v[f.name], p)
-        elif isinstance(f.default, float):
-            v[f.name] = num(v[f.name], p)
-        elif isinstance(f.default, str):
-            string(v[f.name], p)
+    fields = dataclasses.fields(ConvertConfig)
+    v = mapping({f.name: (_field_checker(f), f.default) for f in fields})(v, path)
     try:
         return ConvertConfig(**v).to_dict()
     except VarcompressError as e:

@@ -31,7 +31,9 @@ def show(v: Any) -> str:
 
 
 def join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+    if not (isinstance(key, str) and key.isprintable() and key.strip() == key and key):
+        return f"{path}[{key!r}]"
+    return f"{path}.{key}" if path else key
 
 
 def mapping(schema: dict[str, tuple[Checker, Any]], what: str = "a mapping") -> Checker:

@@ -14,7 +14,7 @@ import torch
 
 from ..checkpoint import sha256_file
 from ..errors import VarcompressError
-from .data import (ShardCache, default_cache_dir, draw_teacher_shards, encode_image_shards, image_cache,
+from .data import (default_cache_dir, draw_teacher_shards, encode_image_shards, image_cache,
                    teacher_cache)
 
 OFFICIAL_SAMPLING = dict(cfg=1.5, top_k=900, top_p=0.96)
