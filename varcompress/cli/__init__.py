@@ -43,10 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except typer.Exit as e:
         return e.exit_code
-    except Exception as e:  # click usage errors carry their own message and exit code
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:  # usage errors (Typer's bundled click) carry their own message and code
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             return e.exit_code
         raise
