@@ -39,7 +39,8 @@ def tiny_files(tmp_path_factory):
 
 
 def run(d, out, **kw):
-    entries = [parse_spec(str(d / "mag")), parse_spec(f"tokens=  {d / 'tok'}"), parse_spec(f"dense={d / 'teacher.pth'}")]
+    entries = [parse_spec(str(d / "mag")), parse_spec(f"tokens=  {d / 'tok'}"),
+               parse_spec(f"dense={d / 'teacher.pth'}")]
     return compare(entries, out, teacher=str(d / "teacher.pth"), vae_path=str(d / "vae.pth"),
                    opts=CompareOptions(**FAST), log=lambda m: None, **kw)
 
@@ -50,7 +51,8 @@ def test_compare_writes_everything(tiny_files, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["grids", "pareto.png", "report.json", "table.csv", "table.md"]
     on_disk = json.loads((out / "report.json").read_text())
     validate_report(on_disk)
-    assert [r["method"] for r in on_disk["rows"]] == [f"teacher ({tiny_files / 'teacher.pth'})", "mag", "tokens", "dense"]
+    teacher = f"teacher ({tiny_files / 'teacher.pth'})"
+    assert [r["method"] for r in on_disk["rows"]] == [teacher, "mag", "tokens", "dense"]
     t, mag, tok, dense = on_disk["rows"]
     assert t["kind"] == "teacher" and mag["kind"] == tok["kind"] == "pruned" and dense["kind"] == "dense"
     assert mag["params_total"] < t["params_total"] and mag["params_active_per_token"] < t["params_active_per_token"]

@@ -12,7 +12,8 @@ from varcompress.compare import Entry, load_model
 
 def test_prune_cli_and_match(tmp_path, capsys):
     a, b = tmp_path / "mag", tmp_path / "tok"
-    assert main(["prune", "digits", "--method", "magnitude", "--flops-target", "0.8", "--out", str(a), "--threads", "1"]) == 0
+    assert main(["prune", "digits", "--method", "magnitude", "--flops-target", "0.8", "--out", str(a),
+                 "--threads", "1"]) == 0
     var = load_var(a / "var.pth")  # a plain official-format checkpoint
     assert var.cfg.mlp_ratio < 4.0
     info = json.loads((a / "prune.json").read_text())

@@ -81,5 +81,6 @@ def test_cli_errors_are_one_line(args, msg, tmp_path, capsys):
 
 def test_cli_refuses_existing_out(tmp_path, capsys):
     (tmp_path / "out").mkdir()
-    assert main(["prune", "digits", "--method", "magnitude", "--flops-target", "0.7", "--out", str(tmp_path / "out")]) == 2
+    out = str(tmp_path / "out")
+    assert main(["prune", "digits", "--method", "magnitude", "--flops-target", "0.7", "--out", out]) == 2
     assert "exists (use --force" in capsys.readouterr().err

@@ -14,7 +14,8 @@ from . import app
 def compare_cmd(
     models: List[str] = typer.Argument(None, help="Model specs (label=spec allowed): testbed name, pruned / activated "
                                                   "/ distill-run directory, VAR .pth."),
-    out: Path = typer.Option(..., "--out", help="Output directory (table.md, table.csv, report.json, grids/, pareto.png)."),
+    out: Path = typer.Option(..., "--out",
+                             help="Output directory (table.md, table.csv, report.json, grids/, pareto.png)."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Compare recipe YAML (models, dataset, protocol)."),
     dataset: Optional[str] = typer.Option(None, help="Testbed data set (testbed metrics; its teacher by default)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher (testbed name or VAR .pth; default: the dataset's)."),

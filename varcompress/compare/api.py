@@ -39,7 +39,8 @@ class CompareOptions:
         for k in ("n_per_class", "teacher_maps", "same_seed", "grid_per_class", "batch", "repeats"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < (2 if k == "n_per_class" else 1):
-                raise VarcompressError(f"compare: {k} must be an integer >= {2 if k == 'n_per_class' else 1}, got {v!r}")
+                lo = 2 if k == "n_per_class" else 1
+                raise VarcompressError(f"compare: {k} must be an integer >= {lo}, got {v!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise VarcompressError(f"compare: warmup must be an integer >= 0, got {self.warmup!r}")
         return self

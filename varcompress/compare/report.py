@@ -126,7 +126,8 @@ def pareto_plot(rows: list[dict], path: Path, title: str) -> bool:
     for ax, (key, lower) in zip(axes[0], panels):
         rs = [r for r in rows if r.get(key) is not None]
         vals = [r[key] for r in rs]
-        log = lower and min(vals) >= 0 and max(vals) > 10 * max(min(v for v in vals if v > 0) if any(vals) else 1, 1e-12)
+        pos = [v for v in vals if v > 0]
+        log = lower and bool(pos) and max(pos) > 10 * min(pos)
         if log:
             rs = [r for r in rs if r[key] > 0]
             ax.set_yscale("log")

@@ -71,7 +71,7 @@ def ffn_parameters(model) -> list[torch.nn.Parameter]:
         for m in blk.modules():
             if isinstance(m, ExpertFFN):
                 params += [m.experts_w1, m.experts_b1, m.experts_w2, m.experts_b2]
-            elif isinstance(getattr(m, "fc1", None), torch.nn.Linear) and isinstance(getattr(m, "fc2", None), torch.nn.Linear):
+            elif all(isinstance(getattr(m, n, None), torch.nn.Linear) for n in ("fc1", "fc2")):
                 params += list(m.fc1.parameters()) + list(m.fc2.parameters())
     if not params:
         raise VarcompressError("fine-tuning: the model has no FFN weights to train")

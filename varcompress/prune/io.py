@@ -41,7 +41,7 @@ def save_pruned(model, info: dict, out_dir: str | os.PathLike, source: dict | No
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         if isinstance(model, ActivatedVAR):
-            save_activated(model, tmp, source_sha256=(source or {}).get("sha256"))
+            save_activated(model, tmp, source_sha256=(source or {}).get("sha256"), source=source)
             files = ["model.safetensors", "config.json"]
         else:
             tmp.mkdir()
