@@ -43,16 +43,10 @@ SCHEMA = {
 
 def load_compare_recipe(path: str | Path) -> tuple[list[Entry], dict, CompareOptions]:
     """(models, {dataset, teacher, vae}, options) from a compare recipe file."""
-    from ..distill.recipe import read_yaml
+    from ..distill.recipe import read_yaml_file
 
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise VarcompressError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise VarcompressError(f"{path}: cannot read ({e})") from None
-    d = read_yaml(text, str(path))
+    d = read_yaml_file(path)
     if not isinstance(d, dict):
         raise VarcompressError(f"{path}: expected a mapping at the top level")
     try:

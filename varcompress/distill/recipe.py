@@ -210,8 +210,8 @@ def parse_recipe(d: Any, source: str = "recipe") -> dict:
     return r
 
 
-def load_recipe(path: str | Path, out_dir: str | Path | None = None) -> dict:
-    """Read, validate and resolve a recipe file; `out_dir` overrides run.out_dir."""
+def read_yaml_file(path: str | Path):
+    """Parse a YAML file; a missing or unreadable file is one VarcompressError."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -219,7 +219,13 @@ def load_recipe(path: str | Path, out_dir: str | Path | None = None) -> dict:
         raise VarcompressError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise VarcompressError(f"{path}: cannot read ({e})") from None
-    d = read_yaml(text, str(path))
+    return read_yaml(text, str(path))
+
+
+def load_recipe(path: str | Path, out_dir: str | Path | None = None) -> dict:
+    """Read, validate and resolve a recipe file; `out_dir` overrides run.out_dir."""
+    path = Path(path)
+    d = read_yaml_file(path)
     try:
         r = parse_recipe(d, str(path))
     except VarcompressError as e:
