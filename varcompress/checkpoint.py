@@ -136,3 +136,19 @@ def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
     else:
         os.replace(tmp, out)
+
+
+def read_format_json(path: str | os.PathLike, fmt: str, max_version: int, kind: str) -> dict:
+    """Read a model directory's JSON card; refuse other formats and newer versions (one line each)."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise VarcompressError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise VarcompressError(f"{path}: not a varcompress {kind}")
+    if data.get("format_version", 0) > max_version:
+        raise VarcompressError(f"{path}: format version {data['format_version']} is newer than this varcompress")
+    return data

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..checkpoint import read_state_dict, replace_dir
+from ..checkpoint import read_format_json, read_state_dict, replace_dir
 from ..errors import VarcompressError
 from ..models.var import VARConfig
 from ..var_io import build_var
@@ -121,15 +121,7 @@ def read_activated_config(path: str | os.PathLike) -> dict:
     cj = d / "config.json"
     if not cj.exists() or not (d / "model.safetensors").exists():
         raise VarcompressError(f"{d}: missing config.json or model.safetensors")
-    try:
-        config = json.loads(cj.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise VarcompressError(f"{cj}: invalid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise VarcompressError(f"{cj}: not a varcompress activated model")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise VarcompressError(f"{cj}: format version {config['format_version']} is newer than this varcompress")
-    return config
+    return read_format_json(cj, FORMAT, FORMAT_VERSION, "activated model")
 
 
 def build_skeleton(var_cfg: VARConfig, ccfg: ConvertConfig) -> ActivatedVAR:

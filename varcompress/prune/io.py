@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from .. import __version__
-from ..checkpoint import replace_dir
+from ..checkpoint import read_format_json, replace_dir
 from ..errors import VarcompressError
 
 FORMAT = "varcompress-pruned"
@@ -61,15 +61,7 @@ def read_prune_info(path: str | os.PathLike) -> dict:
     p = Path(path) / "prune.json"
     if not p.is_file():
         raise VarcompressError(f"{path}: not a pruned-model directory (no prune.json)")
-    try:
-        info = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise VarcompressError(f"{p}: invalid JSON ({e})") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise VarcompressError(f"{p}: not a varcompress pruned model")
-    if info.get("format_version", 0) > FORMAT_VERSION:
-        raise VarcompressError(f"{p}: format version {info['format_version']} is newer than this varcompress")
-    return info
+    return read_format_json(p, FORMAT, FORMAT_VERSION, "pruned model")
 
 
 def load_pruned(path: str | os.PathLike, vae=None):
