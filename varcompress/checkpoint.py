@@ -152,3 +152,19 @@ def read_format_json(path: str | os.PathLike, fmt: str, max_version: int, kind: 
     if data.get("format_version", 0) > max_version:
         raise VarcompressError(f"{path}: format version {data['format_version']} is newer than this varcompress")
     return data
+
+
+def is_temp_name(name: str) -> bool:
+    """Names our atomic writers give work in progress (`.x.abc.tmp`, `.x.tmp-ab12`, `.x.old-ab12`)."""
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name or ".old-" in name)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete what a killed writer left behind in `folder` (never a finished artifact); returns the count."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.iterdir() if is_temp_name(p.name)]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return len(stale)

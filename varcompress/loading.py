@@ -4,14 +4,29 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import VarcompressError
+
 
 def load(path: str | os.PathLike, vae=None):
-    """A model directory (activated: model.safetensors + config.json) or an official VAR file."""
+    """An exported, activated or pruned model directory, or an official-format VAR file.
+
+    The model comes back in eval mode; pass the VQVAE to enable generation.
+    """
     p = Path(path)
     if p.is_dir():
-        from .convert.api import load_activated
+        from .export import is_export_dir, load_export
 
-        return load_activated(p, vae=vae)
+        if is_export_dir(p):
+            return load_export(p, vae=vae)
+        if (p / "prune.json").is_file():
+            from .prune.io import load_pruned
+
+            return load_pruned(p, vae=vae)[0]
+        if (p / "config.json").is_file():
+            from .convert.api import load_activated
+
+            return load_activated(p, vae=vae)
+        raise VarcompressError(f"{p}: not a model directory (no config.json or prune.json)")
     from .var_io import load_var
 
     return load_var(p, vae=vae)

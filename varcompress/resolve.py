@@ -22,12 +22,13 @@ class LoadedModel:
     kind: str             # "dense" | "activated" | "pruned"
 
 
-def load_vae_for(vae_path: str | Path | None, dataset: str | None, what: str):
+def load_vae_for(vae_path: str | Path | None, dataset: str | None, what: str, patch_nums=None):
+    """The VQVAE a model generates with: the file given, else the testbed's (scale schedule `patch_nums`)."""
     from .testbed.datasets import PATCH_NUMS
     from .vae_io import load_vae
 
     if vae_path is not None:
-        return load_vae(vae_path, patch_nums=PATCH_NUMS if dataset else None)
+        return load_vae(vae_path, patch_nums=patch_nums or (PATCH_NUMS if dataset else None))
     if dataset is not None:
         from .testbed.teachers import teacher_paths
 
@@ -47,18 +48,29 @@ def resolve_model(spec: str | Path, vae: str | Path | None = None, dataset: str 
         return LoadedModel(var, v, f"{spec_s} teacher", spec_s, "dense")
     path = Path(spec_s)
     if path.is_dir():
-        cfg_path = path / "config.json"
-        source = {}
-        if cfg_path.exists():
-            try:
-                source = json.loads(cfg_path.read_text()).get("source") or {}
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                source = {}
-        dataset = dataset or source.get("testbed")
-        v = load_vae_for(vae, dataset, spec_s)
-        model = load(path, vae=v)
-        return LoadedModel(model, v, path.name, dataset, getattr(model, "kind", "activated"))
+        card, kind = _dir_card(path)
+        dataset = dataset or (card.get("source") or {}).get("testbed")
+        model = load(path)
+        v = load_vae_for(vae, dataset, spec_s, model.patch_nums)
+        if card.get("format") == "varcompress-model":
+            from .export import check_vae
+
+            check_vae(card, v, path)
+        return LoadedModel(model.attach_vae(v), v, path.name, dataset, card.get("kind") or kind)
     from .var_io import load_var
 
-    v = load_vae_for(vae, dataset, spec_s) if (vae is not None or dataset is not None) else None
-    return LoadedModel(load_var(path, vae=v), v, path.name, dataset, "dense")
+    model = load_var(path)
+    v = load_vae_for(vae, dataset, spec_s, model.patch_nums) if (vae is not None or dataset is not None) else None
+    return LoadedModel(model.attach_vae(v), v, path.name, dataset, "dense")
+
+
+def _dir_card(path: Path) -> tuple[dict, str]:
+    """(the directory's JSON card, its kind): prune.json for pruned models, else config.json."""
+    pruned = (path / "prune.json").is_file()
+    card_path = path / ("prune.json" if pruned else "config.json")
+    try:
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        card = {}
+    card = card if isinstance(card, dict) else {}
+    return ({k: v for k, v in card.items() if k != "kind"} if pruned else card), "pruned" if pruned else "activated"

@@ -28,7 +28,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Compress pretrained VAR models by activating only part of them."""
 
 
-from . import (bench_cmd, compare_cmd, convert_cmd, demo_cmd, distill_cmd, eval_cmd, fid_cmd,  # noqa: E402,F401
+from . import (bench_cmd, compare_cmd, convert_cmd, demo_cmd, distill_cmd, eval_cmd, export_cmd, fid_cmd,  # noqa: E402,F401
                inspect_cmd, prune_cmd, testbed_cmd)  # noqa: E402,F401  (registers commands)
 
 

@@ -49,7 +49,7 @@ def convert(
     spec = ckpt or "digits"
     m = resolve_model(spec, vae)
     if m.kind != "dense":
-        raise VarcompressError(f"{spec}: already an activated model; convert takes a dense VAR checkpoint")
+        raise VarcompressError(f"{spec}: a {m.kind} model; convert takes a dense VAR checkpoint")
     if m.vae is None:
         raise VarcompressError(f"{spec}: pass --vae so the teacher can draw calibration samples")
     kw = dict(experts=experts, top_k=top_k, flops_target=flops_target, allocation=allocation,
@@ -64,6 +64,8 @@ def convert(
     typer.echo(f"converting {m.label}: {cfg.experts} experts, calibrating on {cfg.calib_samples} teacher samples")
     model = run_convert(m.var, cfg)
     source_file = teacher_paths(m.dataset)["var"] if m.dataset and not Path(spec).exists() else Path(spec)
+    if source_file.is_dir():  # an exported dense model
+        source_file = source_file / "model.safetensors"
     save_activated(model, out, source_sha256=sha256_file(source_file), force=force,
                    source={"checkpoint": str(source_file), "testbed": m.dataset})
     print_budget_table(m.var, model)

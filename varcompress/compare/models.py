@@ -81,6 +81,12 @@ def load_model(entry: Entry, vae=None, dataset: str | None = None, vae_path=None
         if is_pruned_dir(p):
             var, info = load_pruned(p)
             return Model(entry.label, spec, _attach(var, vae, vae_path, dataset, spec), "pruned", dataset, info)
+        from ..export import is_export_dir, load_export, read_export_config
+
+        if is_export_dir(p):
+            cfg = read_export_config(p)
+            var = _attach(load_export(p), vae, vae_path, dataset, spec)
+            return Model(entry.label, spec, var, cfg["kind"], dataset, {"convert_config": cfg.get("convert_config")})
         d = _student_dir(p)
         from ..convert.api import load_activated, read_activated_config
 

@@ -19,7 +19,7 @@ from .. import __version__
 from ..checkpoint import read_format_json, read_state_dict, replace_dir
 from ..errors import VarcompressError
 from ..models.var import VARConfig
-from ..var_io import build_var
+from ..var_io import build_var, validate_state_dict
 from .activated import ActivatedVAR
 from .budget import allocate
 from .build import build_gated_block
@@ -88,10 +88,11 @@ def _check_calib(var, calib) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ---- save / load ------------------------------------------------------------------------------
 def save_activated(model: ActivatedVAR, out_dir: str | os.PathLike, source_sha256: str | None = None,
-                   force: bool = False, source: dict | None = None) -> Path:
+                   force: bool = False, source: dict | None = None, extra_files: dict[str, str] | None = None) -> Path:
     """Write `out_dir/{model.safetensors, config.json}` atomically; refuse to overwrite unless force.
 
-    `source` records where the dense model came from (checkpoint path, testbed name).
+    `source` records where the dense model came from (checkpoint path, testbed name);
+    `extra_files` (name -> text) land in the same atomic rename (e.g. the distill recipe).
     """
     from safetensors.torch import save_file
 
@@ -107,6 +108,8 @@ def save_activated(model: ActivatedVAR, out_dir: str | os.PathLike, source_sha25
                   "var_config": model.cfg.to_dict(), "convert_config": model.convert_cfg.to_dict(),
                   "source_sha256": source_sha256, "source": source or {}, "budget": model.budget()}
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -145,14 +148,6 @@ def load_activated(path: str | os.PathLike, vae=None) -> ActivatedVAR:
         raise VarcompressError(f"{path}/config.json: malformed ({e})") from None
     model = build_skeleton(var_cfg, ccfg)
     sd = read_state_dict(Path(path) / "model.safetensors")
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        k = (missing or unexpected)[0]
-        raise VarcompressError(f"{path}: weights do not match config.json ({'missing' if missing else 'unexpected'} {k})")
-    for k, v in expected.items():
-        if tuple(sd[k].shape) != tuple(v.shape):
-            raise VarcompressError(f"{path}: {k} has shape {tuple(sd[k].shape)}, expected {tuple(v.shape)}")
+    validate_state_dict(model, sd, str(path))
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval().attach_vae(vae)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, remove_stale_temps
 from ..errors import VarcompressError
 from . import report
 from .data import to_var_input
@@ -62,6 +62,8 @@ def _on_main(d: Dist, fn):
 
 
 def _prepare_out(out: Path, h: str, r: dict, force: bool, resume: bool) -> None:
+    for folder in (out, out / "ckpt"):  # work in progress of a killed run
+        remove_stale_temps(folder)
     if force:
         for name in OUTPUTS:
             p = out / name
@@ -129,8 +131,9 @@ def _finish(ctx: Context, t, summary: dict) -> dict:
     from ..convert.api import save_activated
 
     out, r = ctx.out, ctx.recipe
-    dest = save_activated(ctx.student, out / "student", source_sha256=t.sha256, force=True)
-    (dest / "recipe.resolved.yaml").write_text(dump_recipe(r))
+    save_activated(ctx.student, out / "student", source_sha256=t.sha256, force=True,
+                   source={"checkpoint": str(t.var_path), "testbed": t.dataset},
+                   extra_files={"recipe.resolved.yaml": dump_recipe(r)})
     res = report.final_report(ctx, t, summary)
     atomic_write(out / "result.json", lambda tmp: Path(tmp).write_text(json.dumps(res, indent=1) + "\n"))
     return res

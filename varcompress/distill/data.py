@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, remove_stale_temps
 from ..errors import VarcompressError
 from ..training.resume import step_generator
 
@@ -99,6 +99,7 @@ def draw_teacher_shards(cache: ShardCache, teacher, sampling: dict, progress: bo
     """Draw every missing shard with the teacher (class-balanced labels, fixed seeds)."""
     from ..teacher_tokens import balanced_labels, draw_token_maps
 
+    remove_stale_temps(cache.dir)
     labels = balanced_labels(cache.count, teacher.num_classes)
     seed = cache.fields["seed"]
     for i in tqdm(cache.missing(), desc="teacher token maps", disable=not progress):
@@ -165,6 +166,7 @@ def load_image(path: Path, res: int) -> torch.Tensor:
 def encode_image_shards(cache: ShardCache, files: list[Path], labels: list[int], vae, resolution: int,
                         batch: int = 32, progress: bool = False) -> None:
     dev = next(vae.parameters()).device
+    remove_stale_temps(cache.dir)
     for i in tqdm(cache.missing(), desc="encoding images", disable=not progress):
         a, b = i * cache.shard_size, min(cache.count, (i + 1) * cache.shard_size)
         idx = []
