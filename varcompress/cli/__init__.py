@@ -29,7 +29,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 from . import (bench_cmd, compare_cmd, convert_cmd, demo_cmd, distill_cmd, eval_cmd, export_cmd, fid_cmd,  # noqa: E402,F401
-               inspect_cmd, prune_cmd, testbed_cmd)  # noqa: E402,F401  (registers commands)
+               generate_cmd, inspect_cmd, prune_cmd, testbed_cmd)  # noqa: E402,F401  (registers commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,154 @@
+"""Sampling images to look at (PNG grid, per-image PNGs) or to score (the ImageNet FID `.npz`).
+
+Seeding rule: class c's images are drawn in chunks of `batch` (chunk k holds its images
+k*batch ... k*batch + batch - 1), each chunk in one call seeded with
+`g_seed = numpy.random.SeedSequence([seed, c, k]).generate_state(1, numpy.uint64)[0]`.
+An image therefore depends on the model, seed, batch, sampling settings and device, never on
+which other classes are drawn or how many processes share the work: the torchrun `.npz` equals
+the one-process one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import zipfile
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+from PIL import Image
+from tqdm import tqdm
+
+from .checkpoint import atomic_write, replace_dir
+from .distill.dist import Dist
+from .errors import VarcompressError
+from .metrics.imagenet_fid import to_uint8_nhwc
+from .viz import save_grid
+
+SEEDING = "g_seed = numpy.random.SeedSequence([seed, class, image_index // batch]).generate_state(1, numpy.uint64)[0]"
+
+
+def chunk_seed(seed: int, cls: int, chunk: int) -> int:
+    """Seed of chunk `chunk` of class `cls`: a 64-bit hash, so nearby seeds and classes get unrelated streams."""
+    return int(np.random.SeedSequence([seed, cls, chunk]).generate_state(1, np.uint64)[0])
+
+
+@torch.no_grad()
+def iter_images(var, classes, n_per_class: int, *, seed: int = 0, cfg: float = 1.5, top_k: int = 0,
+                top_p: float = 0.0, batch: int = 50, progress: bool = False):
+    """Yield uint8 (b, H, W, 3) chunks, class by class, each drawn by the seeding rule."""
+    dev = var.pos_1LC.device
+    with tqdm(total=len(classes) * n_per_class, desc="sampling", unit="img", disable=not progress) as bar:
+        for c in classes:
+            for k, start in enumerate(range(0, n_per_class, batch)):
+                b = min(batch, n_per_class - start)
+                labels = torch.full((b,), int(c), device=dev)
+                img = var.autoregressive_infer_cfg(b, labels, g_seed=chunk_seed(seed, c, k), cfg=cfg, top_k=top_k,
+                                                   top_p=top_p)
+                bar.update(b)
+                yield to_uint8_nhwc(img)  # rounds like viz.grid_array: grid pixels equal the per-image PNGs
+
+
+def generate_images(var, classes, n_per_class: int, **kw) -> np.ndarray:
+    """n_per_class images of each class, grouped by class: uint8 (N, H, W, 3). See `iter_images`."""
+    return np.concatenate(list(iter_images(var, classes, n_per_class, **kw)))
+
+
+def _refuse_existing(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+
+
+def write_samples_dir(images: np.ndarray, classes, n_per_class: int, out, manifest: dict,
+                      per_image: bool = False, force: bool = False) -> Path:
+    """grid.png (a row per class), optionally class{c:04d}/{i:05d}.png, and samples.json: all or nothing."""
+    out = Path(out)
+    _refuse_existing(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        save_grid(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, tmp / "grid.png", nrow=n_per_class)
+        if per_image:
+            for j, img in enumerate(images):
+                folder = tmp / f"class{classes[j // n_per_class]:04d}"
+                folder.mkdir(exist_ok=True)
+                Image.fromarray(img).save(folder / f"{j % n_per_class:05d}.png")
+        (tmp / "samples.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        _refuse_existing(out, force)  # someone may have written it while we sampled
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _together(d: Dist, fn, main_only: bool = False):
+    """Run fn on every rank (or on rank 0 only); a failure on any rank is raised on all of them,
+    as the same one line, so no rank waits for a peer that has given up."""
+    err = out = None
+    if d.is_main or not main_only:
+        try:
+            out = fn()
+        except (VarcompressError, OSError) as e:
+            err = str(e)
+    if d.world > 1:
+        errs = [None] * d.world
+        tdist.all_gather_object(errs, err)
+        err = next((e for e in errs if e is not None), None)
+    if err is not None:
+        raise VarcompressError(err)
+    return out
+
+
+def _write_shard(tmp: str, chunks, total: int) -> None:
+    mm, pos = None, 0
+    for imgs in chunks:
+        if mm is None:  # the image size is known once the first chunk is drawn
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, *imgs.shape[1:]))
+        mm[pos:pos + len(imgs)] = imgs
+        pos += len(imgs)
+    mm.flush()
+
+
+def _merge(tmp: str, shards: list[Path], classes: list[int], n: int) -> None:
+    """Stream the shards into one .npz in class order (np.savez's layout) without holding all images."""
+    parts = [np.load(p, mmap_mode="r") for p in shards]
+    world = len(parts)
+    header = {"descr": "|u1", "fortran_order": False, "shape": (len(classes) * n, *parts[0].shape[1:])}
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            for i in range(len(classes)):  # class i was drawn by rank i % world, as its (i // world)-th class
+                f.write(parts[i % world][(i // world) * n:(i // world + 1) * n].tobytes())
+        with zf.open("arr_1.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.repeat(np.asarray(classes, np.int64), n))
+
+
+def fid_npz(var, classes, n_per_class: int, out, d: Dist, *, force: bool = False, progress: bool = False,
+            **sampling) -> Path:
+    """The FID sample file of ADM's class-conditional sampler: `arr_0` uint8 (N, H, W, 3) grouped
+    by class in `classes` order, `arr_1` the labels (N,) int64 (as metrics.write_samples_npz).
+
+    Under torchrun rank r draws classes[r::world] into a shard next to `out`; rank 0 merges the
+    shards into `out` atomically. Every rank calls this; `sampling` goes to `iter_images`.
+    """
+    out, classes = Path(out), [int(c) for c in classes]
+    world = min(d.world, len(classes))  # ranks past the class count draw nothing
+    shards = [out.parent / f".{out.name}.rank{r}.npy" for r in range(world)]
+    mine = classes[d.rank::d.world]
+    _together(d, lambda: _refuse_existing(out, force), main_only=True)
+    try:
+        chunks = iter_images(var, mine, n_per_class, progress=progress and d.is_main, **sampling)
+        write = partial(_write_shard, chunks=chunks, total=len(mine) * n_per_class)
+        _together(d, lambda: atomic_write(shards[d.rank], write) if mine else None)
+        merge = partial(_merge, shards=shards, classes=classes, n=n_per_class)
+        _together(d, lambda: atomic_write(out, merge, force=force), main_only=True)
+    finally:
+        if mine:
+            with contextlib.suppress(OSError):  # a shard that could not be written may not be removable either
+                shards[d.rank].unlink(missing_ok=True)
+    return out

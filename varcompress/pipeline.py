@@ -1,0 +1,134 @@
+"""The whole workflow on one testbed teacher: convert -> distill -> baselines -> compare -> export.
+
+`varcompress demo` runs it with a short budget so that a 2-core CPU finishes in minutes; the
+shipped recipes (`recipes/testbed_*.yaml`) and docs/RESULTS.md use longer ones. Every
+baseline gets exactly the student's fine-tuning budget (steps, batch, learning rate, the
+same cached teacher token maps) and the student's transformer FLOPs, so the table is fair.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import VarcompressError
+
+BASELINES = ("wanda", "tokens")
+
+
+@dataclass
+class PipelineConfig:
+    dataset: str = "digits"
+    flops_target: float = 0.6        # fraction of the teacher's transformer FLOPs the student keeps
+    align_steps: int = 40            # stage 1: routers + selectors
+    joint_steps: int = 80            # stage 2: everything
+    data_count: int = 512            # teacher-drawn token maps (shared by the student and the baselines)
+    n_per_class: int = 20            # samples per class in the comparison
+    threads: int = 1
+
+    def check(self) -> "PipelineConfig":
+        from .resolve import TESTBED_NAMES
+
+        if self.dataset not in TESTBED_NAMES:
+            raise VarcompressError(f"--dataset: unknown dataset {self.dataset!r} (expected one of "
+                                   f"{', '.join(TESTBED_NAMES)})")
+        if not 0.05 <= self.flops_target < 1.0:
+            raise VarcompressError(f"--flops-target {self.flops_target}: expected a fraction in [0.05, 1)")
+        for k in ("align_steps", "joint_steps"):
+            if getattr(self, k) < 1:
+                raise VarcompressError(f"--{k.replace('_', '-')} must be >= 1")
+        if self.data_count < 32:
+            raise VarcompressError("data_count must be >= 32 (one batch)")
+        if self.n_per_class < 2:
+            raise VarcompressError("--n-per-class must be >= 2")
+        return self
+
+
+def student_recipe(cfg: PipelineConfig, out: Path) -> dict:
+    """The distill recipe of the demo: the shipped testbed recipe's method with the demo's budget."""
+    return {
+        "description": f"varcompress demo: {cfg.dataset} teacher -> activated student at {cfg.flops_target}x FLOPs",
+        "teacher": {"checkpoint": cfg.dataset},
+        "student": {"convert": {"experts": 8, "flops_target": cfg.flops_target, "allocation": "sensitivity",
+                                "sparse_scales": 3, "expert_scales": 3, "selector": "learned",
+                                "reconstruction": "prev_scale", "calib_samples": 64}},
+        "data": {"source": "teacher", "count": cfg.data_count},
+        "stages": [
+            {"name": "align", "steps": cfg.align_steps, "lr": 2e-3, "warmup": max(1, cfg.align_steps // 10),
+             "train": ["routers", "selectors"], "losses": {"kl": 1.0, "router": 0.05}},
+            {"name": "joint", "steps": cfg.joint_steps, "lr": 5e-4, "warmup": max(1, cfg.joint_steps // 10),
+             "train": ["all"], "losses": {"kl": 1.0, "feature": 0.1}},
+        ],
+        "run": {"seed": 0, "batch": 32, "out_dir": str(out), "device": "cpu", "threads": cfg.threads,
+                "ckpt_every": max(10, (cfg.align_steps + cfg.joint_steps) // 4),
+                "eval_every": cfg.align_steps + cfg.joint_steps},
+        "eval": {"testbed": False, "converted": False, "teacher": False, "teacher_maps": 32, "same_seed": 8,
+                 "held_out": 32},
+    }
+
+
+def make_baseline(method: str, dataset: str, teacher, teacher_sha: str, student_dir: Path, recipe: dict,
+                  out: Path, sampling: dict, log=print) -> Path:
+    """A static baseline at the student's FLOPs, fine-tuned with the student's budget; saved to `out`."""
+    from .compare.models import load_model, parse_spec
+    from .convert.api import read_activated_config
+    from .flops import var_flops
+    from .prune import PruneConfig, budget_from_recipe, finetune, prune, save_pruned, teacher_data
+    from .prune.api import model_gflops
+
+    student = load_model(parse_spec(str(student_dir)), vae=teacher.vae)
+    fraction = model_gflops(student.var) / var_flops(teacher.cfg).transformer
+    cc = read_activated_config(student_dir)["convert_config"]
+    cfg = PruneConfig(method=method, flops_target=fraction, sparse_scales=cc["sparse_scales"],
+                      reconstruction=cc["reconstruction"], upsample=cc["upsample"])
+    res = prune(teacher, cfg, sampling=sampling)
+    budget = budget_from_recipe(recipe)
+    data = teacher_data(teacher, teacher_sha, budget, sampling)
+    summary = finetune(res.model, teacher, data, budget, progress=True)
+    log(f"  {method}: {res.info['fraction']:.3f} of the teacher's FLOPs, fine-tuned {summary['steps']} steps "
+        f"(KL {summary['first_loss']:.3f} -> {summary['last_loss']:.3f})")
+    source = {"spec": dataset, "sha256": teacher_sha, "testbed": dataset, "match": str(student_dir)}
+    return save_pruned(res.model, res.info, out, source=source, finetune=summary, force=True)
+
+
+def run_pipeline(cfg: PipelineConfig, out: Path, log=print) -> dict:
+    """Run every step into `out`; returns {paths, rows} (the comparison's rows)."""
+    import torch
+
+    from .compare import CompareOptions, Entry, compare
+    from .compare.models import teacher_sha256
+    from .distill import distill
+    from .export import export_model
+    from .testbed.teachers import load_teacher, teacher_card
+
+    cfg.check()
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    teacher, _ = load_teacher(cfg.dataset)
+    sampling = teacher_card(cfg.dataset)["sampling"]
+    sha = teacher_sha256(cfg.dataset)
+    recipe = student_recipe(cfg, out / "distill")
+    steps = cfg.align_steps + cfg.joint_steps
+    log(f"[1/4] convert + distill: {cfg.dataset} teacher -> activated student at {cfg.flops_target:.2f}x "
+        f"transformer FLOPs ({cfg.align_steps} align + {cfg.joint_steps} joint steps)")
+    distill(copy.deepcopy(recipe), force=True)
+    student = out / "distill" / "student"
+    log(f"[2/4] static baselines at the student's FLOPs, each fine-tuned {steps} steps on the same data")
+    baselines = {m: make_baseline(m, cfg.dataset, teacher, sha, student, recipe, out / "baselines" / m,
+                               sampling, log)
+                 for m in BASELINES}
+    log(f"[3/4] compare ({cfg.n_per_class} samples per class, same seeds for every model)")
+    entries = [Entry("activated (converted, no distillation)", str(out / "distill" / "student_init")),
+               Entry("activated + distill", str(student))]
+    entries += [Entry(f"{'Wanda FFN' if m == 'wanda' else 'static token'} pruning + fine-tune", str(p))
+                for m, p in baselines.items()]
+    opts = CompareOptions(n_per_class=cfg.n_per_class, teacher_maps=32, same_seed=16, grid_per_class=4,
+                          batch=16, repeats=3)
+    report = compare(entries, out / "compare", dataset=cfg.dataset, opts=opts, force=True, log=lambda s: log(f"  {s}"))
+    log("[4/4] export the distilled student")
+    export_model(str(out / "distill"), out / "export", force=True)
+    summary = {"config": cfg.__dict__, "recipe": recipe, "rows": report["rows"],
+               "paths": {"table": str(out / "compare" / "table.md"), "export": str(out / "export")}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return summary
