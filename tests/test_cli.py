@@ -59,3 +59,12 @@ def test_convert_writes_a_loadable_model_and_refuses_to_overwrite(capsys, tmp_pa
     assert model.autoregressive_infer_cfg(B=2, label_B=3, g_seed=0).shape == (2, 3, 32, 32)
     code, _, err = run(capsys, "convert", "--out", str(out), "--experts", "4", "--calib-samples", "4")
     assert code == 2 and "exists" in err
+
+
+def test_convert_without_out_writes_name_activated_in_the_current_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, text, err = run(capsys, "convert", "digits", "--top-k", "4", "--calib-samples", "4")
+    assert code == 0, err
+    assert (tmp_path / "digits-activated" / "config.json").is_file() and "digits-activated" in text
+    code, _, err = run(capsys, "convert", "digits")
+    assert code == 2 and "digits-activated: exists" in err

@@ -25,7 +25,8 @@ def parse_keep_ratio(text: str | None) -> float | list[float] | None:
 def convert(
     ckpt: Optional[str] = typer.Argument(None, help="Dense VAR checkpoint (.pth/.safetensors) or a testbed "
                                                     "name; default: the embedded digits teacher."),
-    out: Path = typer.Option(..., help="Output directory (model.safetensors + config.json)."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (model.safetensors + config.json); "
+                                                  "default: NAME-activated in the current directory."),
     vae: Optional[Path] = typer.Option(None, help="VQVAE checkpoint (draws calibration samples)."),
     experts: int = typer.Option(8, help="Experts per FFN (must divide the FFN width)."),
     top_k: Optional[int] = typer.Option(None, help="Routed experts per token (default: all)."),
@@ -44,9 +45,10 @@ def convert(
     from ..resolve import resolve_model
     from ..testbed.teachers import teacher_card, teacher_paths
 
+    spec = ckpt or "digits"
+    out = out or Path(f"{Path(spec).stem if Path(spec).suffix else Path(spec).name}-activated")
     if out.exists() and not force:
         raise VarcompressError(f"{out}: exists (use --force to overwrite)")
-    spec = ckpt or "digits"
     m = resolve_model(spec, vae)
     if m.kind != "dense":
         raise VarcompressError(f"{spec}: a {m.kind} model; convert takes a dense VAR checkpoint")
