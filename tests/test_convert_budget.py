@@ -107,3 +107,13 @@ def test_experts_only_route_on_the_last_scales(pair):
     assert (dense[:, bg:] - sparse[:, bg:]).abs().max().item() > 1e-3
     work = act.scale_work()
     assert work[0][2].ffn_hidden == 256 and work[0][3].ffn_hidden == 64
+
+
+def test_sparse_scales_zero_allocates_the_budget_to_experts_only(pair):
+    var, vae, calib = pair
+    act = convert(var, ConvertConfig(experts=4, expert_scales=None, sparse_scales=0, flops_target=0.8,
+                                     calib_tokens=512, sensitivity_samples=2), calib=calib)
+    b = act.budget()
+    assert b["fraction"] <= 0.8 and min(b["top_k"]) < 4
+    assert b["keep_counts"] == [pn * pn for pn in var.patch_nums]  # every token computed
+    assert cached_vs_teacher(act, vae, torch.tensor([3, 4])) <= 1e-5

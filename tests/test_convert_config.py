@@ -23,6 +23,8 @@ from varcompress.errors import VarcompressError
     (dict(flops_target=1.5), "flops_target"),
     (dict(flops_target=0.8, routing="dynamic"), "flops_target"),
     (dict(tau=2.0), "tau"),
+    (dict(sparse_scales=-1), "sparse_scales"),
+    (dict(sparse_scales=0, keep_ratio=0.5), "keep_ratio"),
 ])
 def test_invalid_fields_name_the_field(kw, field):
     with pytest.raises(VarcompressError, match=f"convert config: {field} ") as e:

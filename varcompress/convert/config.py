@@ -73,11 +73,14 @@ class ConvertConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 _bad(name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("experts", "router_hidden", "calib_samples", "calib_tokens", "sparse_scales",
-                     "sensitivity_samples"):
+        for name in ("experts", "router_hidden", "calib_samples", "calib_tokens", "sensitivity_samples"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 _bad(name, f"must be a positive integer, got {v!r}")
+        if not isinstance(self.sparse_scales, int) or isinstance(self.sparse_scales, bool) or self.sparse_scales < 0:
+            _bad("sparse_scales", f"must be an integer >= 0 (0: no token selection), got {self.sparse_scales!r}")
+        if self.sparse_scales == 0 and not isinstance(self.keep_ratio, list) and self.keep_ratio < 1:
+            _bad("keep_ratio", "is below 1 but sparse_scales is 0 (no scale selects tokens)")
         if not isinstance(self.shared_experts, int) or not 0 <= self.shared_experts < self.experts:
             _bad("shared_experts", f"must be in [0, experts-1={self.experts - 1}], got {self.shared_experts!r}")
         routed = self.experts - self.shared_experts
