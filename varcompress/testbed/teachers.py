@@ -39,7 +39,7 @@ def teacher_spec(name: str) -> TeacherSpec:
                     num_classes=info["num_classes"], patch_nums=PATCH_NUMS, attn_l2_norm=True)
     if name == "digits":  # 1437 small images: fewer steps suffice
         return TeacherSpec(vae=vae, var=var, vae_steps=400)
-    return TeacherSpec(vae=vae, var=var)
+    return TeacherSpec(vae=vae, var=var, var_steps=2400)  # 1200 steps gave 94.0% accuracy, 2400 give 98.6%
 
 
 def teacher_paths(name: str, root: Path | None = None) -> dict[str, Path]:
