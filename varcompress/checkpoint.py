@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -52,22 +54,62 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_torch(path: Path, mmap: bool):
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        except RuntimeError as e:  # legacy (non-zip) files cannot be mmapped
-            if mmap and "mmap" in str(e):
-                return torch.load(path, map_location="cpu", weights_only=True)
-            raise
+        with warnings.catch_warnings():  # torch's advice on pickle protocols would be extra lines on stderr
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError as e:  # legacy (non-zip) files cannot be mmapped
+                if mmap and "mmap" in str(e):
+                    return torch.load(path, map_location="cpu", weights_only=True)
+                raise
     except pickle.UnpicklingError as e:
-        msg = _first_line(e)
-        if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+        reason = _unpickler_reason(e)
+        if _REFUSED.search(str(e)) or _pickle_builds_objects(path):
             raise VarcompressError(
                 f"{path}: refused, the file holds Python objects beyond tensors "
-                "(only weights_only=True loading is allowed)"
+                f"(only weights_only=True loading is allowed: {reason})"
             ) from None
-        raise VarcompressError(f"{path}: corrupt checkpoint ({msg})") from None
+        raise VarcompressError(f"{path}: corrupt or truncated checkpoint ({reason})") from None
     except Exception as e:  # torch.load on garbage raises anything from EOFError to IndexError
         raise VarcompressError(f"{path}: corrupt or truncated checkpoint ({_first_line(e)})") from None
+
+
+# What torch's weights-only unpickler says when a file asks for a Python object it will not build
+# (as opposed to bytes it cannot parse at all: "Unsupported operand", "String is too long", ...).
+_REFUSED = re.compile(r"GLOBAL|Unsupported global|Can only (?:build|create|append|extend)|allowlist|must be imported")
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)",
+                      "Re-running `torch.load`")
+
+
+def _pickle_builds_objects(path: Path) -> bool:
+    """Whether the file is a well-formed pickle that imports or builds Python objects.
+
+    torch's unpickler stops at the first opcode it does not support (the FRAME of protocol 4,
+    say) before it sees the GLOBAL; pickletools only parses opcodes, it never runs them. Only
+    the first 16 MiB are scanned (from memory, so a garbage length field cannot ask for more).
+    """
+    import io
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            head = io.BytesIO(f.read(16 << 20))
+        return any(op.name in _OBJECT_OPS for op, _, _ in pickletools.genops(head))
+    except Exception:  # noqa: BLE001 - not a pickle at all: garbage, or a torch file torch could not read
+        return False
+
+
+_OBJECT_OPS = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "REDUCE", "EXT1", "EXT2", "EXT4"}
+
+
+def _unpickler_reason(e: BaseException) -> str:
+    """The unpickler's own complaint, without torch's multi-line advice around it."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.rsplit("WeightsUnpickler error:", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(_TORCH_BOILERPLATE)]
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def _first_line(e: BaseException) -> str:
@@ -149,8 +191,11 @@ def read_format_json(path: str | os.PathLike, fmt: str, max_version: int, kind: 
         raise VarcompressError(f"{path}: invalid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise VarcompressError(f"{path}: not a varcompress {kind}")
-    if data.get("format_version", 0) > max_version:
-        raise VarcompressError(f"{path}: format version {data['format_version']} is newer than this varcompress")
+    version = data.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise VarcompressError(f"{path}: format_version must be a non-negative integer, got {version!r}")
+    if version > max_version:
+        raise VarcompressError(f"{path}: format version {version} is newer than this varcompress")
     return data
 
 

@@ -49,7 +49,8 @@ def resolve_model(spec: str | Path, vae: str | Path | None = None, dataset: str 
     path = Path(spec_s)
     if path.is_dir():
         card, kind = _dir_card(path)
-        dataset = dataset or (card.get("source") or {}).get("testbed")
+        source = card.get("source")
+        dataset = dataset or (source.get("testbed") if isinstance(source, dict) else None)
         model = load(path)
         v = load_vae_for(vae, dataset, spec_s, model.patch_nums)
         if card.get("format") == "varcompress-model":

@@ -12,15 +12,51 @@ import torch
 
 from .checkpoint import check_finite, read_state_dict
 from .errors import VarcompressError
-from .models.var import VAR, VARConfig
+from .models.var import VAR, VARConfig, level_layout
 
 _REQUIRED = ("word_embed.weight", "class_emb.weight", "pos_1LC", "lvl_1L", "head.weight", "blocks.0.ffn.fc1.weight")
 
 
 def build_var(cfg: VARConfig, device: str | torch.device = "cpu") -> VAR:
     """Construct a VAR with the given config (device='meta' builds full sizes for free)."""
+    check_var_config(cfg)
     with torch.device(device):
         return VAR(cfg)
+
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def check_var_config(cfg: VARConfig, what: str = "VAR config") -> None:
+    """Types and ranges of a VARConfig (it may come from a user-editable config.json), one line per problem."""
+    for name in ("depth", "embed_dim", "num_heads", "vocab_size", "Cvae", "num_classes"):
+        if not _positive_int(getattr(cfg, name)):
+            raise VarcompressError(f"{what}: {name} must be a positive integer, got {getattr(cfg, name)!r}")
+    if cfg.embed_dim % cfg.num_heads:
+        raise VarcompressError(f"{what}: num_heads {cfg.num_heads} does not divide embed_dim {cfg.embed_dim}")
+    for name in ("mlp_ratio", "norm_eps"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+            raise VarcompressError(f"{what}: {name} must be a positive number, got {v!r}")
+    if round(cfg.embed_dim * cfg.mlp_ratio) < 1:
+        raise VarcompressError(f"{what}: mlp_ratio {cfg.mlp_ratio} leaves no FFN width")
+    if not isinstance(cfg.patch_nums, (tuple, list)) or not cfg.patch_nums \
+            or not all(_positive_int(p) for p in cfg.patch_nums):
+        raise VarcompressError(f"{what}: patch_nums must be a non-empty list of positive integers, "
+                               f"got {cfg.patch_nums!r}")
+    if not isinstance(cfg.attn_l2_norm, bool):
+        raise VarcompressError(f"{what}: attn_l2_norm must be true or false, got {cfg.attn_l2_norm!r}")
+    if not isinstance(cfg.extra, dict):
+        raise VarcompressError(f"{what}: extra must be a mapping, got {cfg.extra!r}")
+
+
+def _dims(sd: dict[str, torch.Tensor], key: str, ndim: int, what: str) -> torch.Size:
+    """The shape of a tensor the config is read from; a wrong rank is a clear error, not an unpacking crash."""
+    shape = sd[key].shape
+    if len(shape) != ndim or any(n < 1 for n in shape):
+        raise VarcompressError(f"{what}: {key} has shape {tuple(shape)}, expected {ndim} non-empty dims")
+    return shape
 
 
 def infer_var_config(sd: dict[str, torch.Tensor], what: str = "checkpoint", num_heads: int | None = None) -> VARConfig:
@@ -35,32 +71,55 @@ def infer_var_config(sd: dict[str, torch.Tensor], what: str = "checkpoint", num_
     depth = 0
     while f"blocks.{depth}.ffn.fc1.weight" in sd:
         depth += 1
-    C, Cvae = sd["word_embed.weight"].shape
+    C, Cvae = _dims(sd, "word_embed.weight", 2, what)
     l2 = "blocks.0.attn.scale_mul_1H11" in sd
     if l2:
-        heads = sd["blocks.0.attn.scale_mul_1H11"].shape[1]
+        heads = _dims(sd, "blocks.0.attn.scale_mul_1H11", 4, what)[1]
+        if C % heads:
+            raise VarcompressError(f"{what}: {heads} heads (scale_mul_1H11) do not divide the width {C}")
     elif num_heads is not None:
         heads = num_heads
     elif C % 64 == 0:
         heads = C // 64  # the official models use 64-dim heads
     else:
         raise VarcompressError(f"{what}: cannot infer num_heads (no scale_mul_1H11 and width {C} is not a multiple of 64)")
+    num_classes = _dims(sd, "class_emb.weight", 2, what)[0] - 1
+    if num_classes < 1:
+        raise VarcompressError(f"{what}: class_emb.weight has {num_classes + 1} row(s), expected classes + 1 >= 2")
     return VARConfig(
         depth=depth, embed_dim=C, num_heads=heads,
-        mlp_ratio=sd["blocks.0.ffn.fc1.weight"].shape[0] / C,
-        vocab_size=sd["head.weight"].shape[0], Cvae=Cvae,
-        num_classes=sd["class_emb.weight"].shape[0] - 1,
+        mlp_ratio=_dims(sd, "blocks.0.ffn.fc1.weight", 2, what)[0] / C,
+        vocab_size=_dims(sd, "head.weight", 2, what)[0], Cvae=Cvae,
+        num_classes=num_classes,
         patch_nums=_patch_nums_from_levels(sd["lvl_1L"], what), attn_l2_norm=l2,
     )
 
 
 def _patch_nums_from_levels(lvl_1L: torch.Tensor, what: str) -> tuple[int, ...]:
-    levels = lvl_1L.reshape(-1).tolist()
-    counts = [levels.count(i) for i in range(max(levels) + 1)] if levels else []
+    flat = lvl_1L.reshape(-1)
+    if flat.is_complex() or flat.device.type == "meta":
+        raise VarcompressError(f"{what}: lvl_1L must hold scale indices, got a {flat.dtype} tensor on {flat.device}")
+    levels = flat.double()
+    if not levels.numel() or not torch.isfinite(levels).all() or not torch.equal(levels, levels.round()) \
+            or levels.min() < 0 or levels.max() >= levels.numel():
+        raise VarcompressError(f"{what}: lvl_1L does not hold scale indices 0..S-1 (one per token)")
+    counts = torch.bincount(levels.long()).tolist()
     pns = tuple(math.isqrt(c) for c in counts)
-    if not counts or any(p * p != c for p, c in zip(pns, counts)):
+    if any(p < 1 or p * p != c for p, c in zip(pns, counts)):
         raise VarcompressError(f"{what}: lvl_1L does not describe square scales (counts {counts[:10]})")
     return pns
+
+
+def _check_layout(sd: dict[str, torch.Tensor], cfg: VARConfig, what: str) -> None:
+    """lvl_1L and the block-causal mask are functions of patch_nums: anything else is a corrupt file."""
+    lvl, mask = level_layout(tuple(cfg.patch_nums))
+    if any(sd[k].device.type == "meta" for k in ("lvl_1L", "attn_bias_for_masking")):
+        return
+    if not torch.equal(sd["lvl_1L"].to(lvl.dtype), lvl):
+        raise VarcompressError(f"{what}: lvl_1L is not the scale layout of patch_nums {tuple(cfg.patch_nums)}")
+    if not torch.equal(sd["attn_bias_for_masking"].float(), mask):
+        raise VarcompressError(f"{what}: attn_bias_for_masking is not the block-causal mask of patch_nums "
+                               f"{tuple(cfg.patch_nums)}")
 
 
 def validate_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
@@ -69,9 +128,10 @@ def validate_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], wha
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     if missing:
-        raise VarcompressError(f"{what}: missing {len(missing)} key(s), e.g. {', '.join(missing[:3])}")
+        raise VarcompressError(f"{what}: missing {len(missing)} key(s), e.g. {', '.join(map(repr, missing[:3]))}")
     if unexpected:
-        raise VarcompressError(f"{what}: unexpected {len(unexpected)} key(s), e.g. {', '.join(unexpected[:3])}")
+        raise VarcompressError(f"{what}: unexpected {len(unexpected)} key(s), e.g. "
+                               f"{', '.join(map(repr, unexpected[:3]))}")
     for k, v in expected.items():
         if tuple(sd[k].shape) != tuple(v.shape):
             raise VarcompressError(f"{what}: {k} has shape {tuple(sd[k].shape)}, expected {tuple(v.shape)}")
@@ -83,6 +143,7 @@ def var_from_state_dict(sd: dict[str, torch.Tensor], what: str = "checkpoint", v
     model = build_var(cfg, device="meta")
     validate_state_dict(model, sd, what)
     check_finite(sd, what, masks=("attn_bias_for_masking",))
+    _check_layout(sd, cfg, what)
     model = build_var(cfg, device="cpu") if not _all_meta(sd) else model
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()},
                           strict=True, assign=_all_meta(sd))

@@ -43,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except typer.Exit as e:
         return e.exit_code
-    except Exception as e:  # usage errors (Typer's bundled click) carry their own message and code
-        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
+    except Exception as e:  # usage errors (Typer's bundled click): their message, on one line
+        if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):
+            ctx = getattr(e, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {' '.join(e.format_message().split())}{where}", err=True)
             return e.exit_code
         raise
     return 0

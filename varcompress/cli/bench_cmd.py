@@ -9,6 +9,8 @@ import typer
 from ..errors import VarcompressError
 from . import app
 
+MODELS = ("d16", "shapes", "digits", "small")  # what engine.bench_models.build_model builds
+
 
 @app.command("bench")
 def bench(
@@ -30,9 +32,16 @@ def bench(
 ):
     """Time generation (latency, images/s, peak memory, GFLOPs/image, breakdown) and write a report."""
     from ..engine.bench import run_benchmark
+    from ..engine.bench_models import BUDGETS
 
     if repeats < 1 or warmup < 0 or any(b < 1 for b in batch):
         raise VarcompressError("--repeats must be >= 1, --warmup >= 0 and every --batch >= 1")
+    for name in models:  # a typo is an error; only a missing testbed teacher is skipped (with the reason)
+        if name not in MODELS:
+            raise VarcompressError(f"--model {name!r}: unknown model ({', '.join(MODELS)})")
+    for b in budget:
+        if b not in BUDGETS:
+            raise VarcompressError(f"--budget {b!r}: unknown budget ({', '.join(BUDGETS)})")
     if device.startswith("cuda"):
         import torch
 

@@ -51,7 +51,8 @@ def convert(
         raise VarcompressError(f"{out}: exists (use --force to overwrite)")
     m = resolve_model(spec, vae)
     if m.kind != "dense":
-        raise VarcompressError(f"{spec}: a {m.kind} model; convert takes a dense VAR checkpoint")
+        raise VarcompressError(f"{spec}: {'an' if m.kind == 'activated' else 'a'} {m.kind} model; convert takes a "
+                               "dense VAR checkpoint")
     if m.vae is None:
         raise VarcompressError(f"{spec}: pass --vae so the teacher can draw calibration samples")
     kw = dict(experts=experts, top_k=top_k, flops_target=flops_target, allocation=allocation,

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..checkpoint import read_format_json, read_state_dict, replace_dir
+from ..checkpoint import check_finite, read_format_json, read_state_dict, replace_dir
 from ..errors import VarcompressError
 from ..models.var import VARConfig
 from ..var_io import build_var, validate_state_dict
@@ -138,16 +138,31 @@ def build_skeleton(var_cfg: VARConfig, ccfg: ConvertConfig) -> ActivatedVAR:
     return ActivatedVAR(var_cfg, ccfg, blocks)
 
 
+def skeleton_for_weights(var_config, convert_config, sd: dict, what: str) -> ActivatedVAR:
+    """The skeleton a config card describes, checked against the weights before anything is built
+    (a card claiming 10**9 blocks must fail at once, not after hours of building)."""
+    try:
+        var_cfg = VARConfig.from_dict(var_config)
+        ccfg = ConvertConfig.from_dict(convert_config)
+    except VarcompressError as e:
+        raise VarcompressError(f"{what}/config.json: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise VarcompressError(f"{what}/config.json: malformed ({type(e).__name__}: {e})") from None
+    blocks = {k.split(".")[1] for k in sd if k.startswith("blocks.")}
+    width = sd.get("word_embed.weight")
+    if len(blocks) != var_cfg.depth or width is None or tuple(width.shape[:1]) != (var_cfg.embed_dim,):
+        raise VarcompressError(f"{what}: weights do not match config.json (depth {var_cfg.depth}, "
+                               f"width {var_cfg.embed_dim} in the card; {len(blocks)} blocks in the weights)")
+    ccfg.check_model(var_cfg.depth, len(var_cfg.patch_nums), round(var_cfg.embed_dim * var_cfg.mlp_ratio))
+    return build_skeleton(var_cfg, ccfg)
+
+
 def load_activated(path: str | os.PathLike, vae=None) -> ActivatedVAR:
     """Rebuild a saved activated model exactly (eval mode); pass the VQVAE to enable generation."""
     config = read_activated_config(path)
-    try:
-        var_cfg = VARConfig.from_dict(config["var_config"])
-        ccfg = ConvertConfig.from_dict(config["convert_config"])
-    except (KeyError, TypeError) as e:
-        raise VarcompressError(f"{path}/config.json: malformed ({e})") from None
-    model = build_skeleton(var_cfg, ccfg)
     sd = read_state_dict(Path(path) / "model.safetensors")
+    model = skeleton_for_weights(config.get("var_config"), config.get("convert_config"), sd, str(path))
     validate_state_dict(model, sd, str(path))
+    check_finite(sd, str(path), masks=("attn_bias_for_masking",))
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval().attach_vae(vae)

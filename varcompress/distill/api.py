@@ -25,7 +25,7 @@ from . import report
 from .data import to_var_input
 from .dist import Dist, broadcast_error, init_dist, shutdown
 from .recipe import dump_recipe, load_recipe, parse_recipe, recipe_hash
-from .setup import build_student, load_data, load_teacher_for
+from .setup import build_student, check_student, load_data, load_teacher_for
 from .trainer import Context, train
 
 OUTPUTS = ("recipe.resolved.yaml", "student_init", "ckpt", "metrics.jsonl", "student", "result.json")
@@ -108,6 +108,7 @@ def distill(recipe: dict | str | Path, force: bool = False, resume: bool = True,
 def _distill(r: dict, d: Dist, force: bool, resume: bool) -> DistillResult:
     out = Path(r["run"]["out_dir"])
     t = load_teacher_for(r, d.device)
+    check_student(r, t)
     h = recipe_hash(r)
     _on_main(d, lambda: _prepare_out(out, h, r, force, resume))
     data, held_out = load_data(r, t, d, _on_main)

@@ -101,12 +101,27 @@ def load_data(r: dict, t: Teacher, d, on_main):
 
 
 def _check_from(path: str, t: Teacher):
-    from ..convert.api import load_activated, read_activated_config
+    from ..convert.api import load_activated
 
-    cfg = read_activated_config(path)
-    if cfg.get("var_config") != t.var.cfg.to_dict():
-        raise VarcompressError(f"student.from: {path} was not converted from a VAR of the teacher's shape")
-    return load_activated(path, vae=t.vae)
+    return load_activated(path, vae=t.vae)  # its shape was checked by check_student
+
+
+def check_student(r: dict, t: Teacher) -> None:
+    """Fail before any output is written: a student spec that cannot fit this teacher."""
+    from ..convert import ConvertConfig
+    from ..convert.api import read_activated_config
+
+    if r["student"]["from"] is not None:
+        cfg = read_activated_config(r["student"]["from"])
+        if cfg.get("var_config") != t.var.cfg.to_dict():
+            raise VarcompressError(f"student.from: {r['student']['from']} was not converted from a VAR of the "
+                                   "teacher's shape")
+        return
+    try:
+        ConvertConfig.from_dict(r["student"]["convert"]).check_model(
+            t.var.cfg.depth, len(t.var.patch_nums), t.var.blocks[0].ffn.fc1.out_features)
+    except VarcompressError as e:
+        raise VarcompressError(f"student.convert: {e}") from None
 
 
 def build_student(r: dict, t: Teacher, data, out: Path, d, on_main):

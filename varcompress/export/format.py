@@ -136,30 +136,28 @@ def read_export_config(path: str | os.PathLike) -> dict:
 
 def load_export(path: str | os.PathLike, vae=None):
     """Rebuild an exported model exactly, in eval mode; a VQVAE it was not made with is refused."""
-    from ..convert.api import build_skeleton
-    from ..convert.config import ConvertConfig
+    from ..convert.api import skeleton_for_weights
     from ..models.var import VARConfig
     from ..var_io import validate_state_dict, var_from_state_dict
 
     d = Path(path)
     cfg = read_export_config(d)
     what = str(d / "model.safetensors")
-    try:
-        var_cfg = VARConfig.from_dict(cfg["var_config"])
-        skeleton = (build_skeleton(var_cfg, ConvertConfig.from_dict(cfg["convert_config"]))
-                    if cfg["kind"] == "activated" else None)
-    except (KeyError, TypeError, ValueError, VarcompressError) as e:
-        raise VarcompressError(f"{d}/config.json: malformed ({_one_line(e)})") from None
     sd = read_state_dict(d / "model.safetensors")
-    if skeleton is None:
+    if cfg["kind"] == "activated":
+        model = skeleton_for_weights(cfg.get("var_config"), cfg.get("convert_config"), sd, str(d))
+        validate_state_dict(model, sd, what)
+        check_finite(sd, what, masks=("attn_bias_for_masking",))
+        model.load_state_dict(sd, strict=True, assign=True)
+        model.eval()
+    else:
+        try:
+            var_cfg = VARConfig.from_dict(cfg.get("var_config"))
+        except (KeyError, TypeError, ValueError, AttributeError, VarcompressError) as e:
+            raise VarcompressError(f"{d}/config.json: malformed ({_one_line(e)})") from None
         model = var_from_state_dict(sd, what, num_heads=var_cfg.num_heads)
         if model.cfg.to_dict() != var_cfg.to_dict():
             raise VarcompressError(f"{d}: model.safetensors does not match the architecture in config.json")
-    else:
-        validate_state_dict(skeleton, sd, what)
-        check_finite(sd, what, masks=("attn_bias_for_masking",))
-        skeleton.load_state_dict(sd, strict=True, assign=True)
-        model = skeleton.eval()
     check_vae(cfg, vae, d)
     return model.attach_vae(vae)
 

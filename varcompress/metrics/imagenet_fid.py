@@ -9,6 +9,8 @@ Install: `pip install torch-fidelity` (it needs torchvision).
 """
 from __future__ import annotations
 
+import zipfile
+
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +72,7 @@ def reference_stats(ref_npz: str | Path, extractor=None) -> tuple[np.ndarray, np
     """(mu, sigma) from a reference .npz: precomputed `mu`/`sigma`, or images in `arr_0`."""
     try:
         ref = np.load(ref_npz)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise VarcompressError(f"{ref_npz}: cannot read reference npz ({e})") from None
     if "mu" in ref and "sigma" in ref:
         return ref["mu"].astype(np.float64), ref["sigma"].astype(np.float64)
@@ -84,7 +86,7 @@ def imagenet_fid(samples_npz: str | Path, ref_npz: str | Path, inception_weights
     """FID against the reference and Inception Score of the samples in `samples_npz`."""
     try:
         images = np.load(samples_npz)["arr_0"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
         raise VarcompressError(f"{samples_npz}: expected an npz with uint8 images in 'arr_0' ({e})") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise VarcompressError(f"{samples_npz}: arr_0 must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
