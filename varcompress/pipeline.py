@@ -50,13 +50,12 @@ def student_recipe(cfg: PipelineConfig, out: Path) -> dict:
     return {
         "description": f"varcompress demo: {cfg.dataset} teacher -> activated student at {cfg.flops_target}x FLOPs",
         "teacher": {"checkpoint": cfg.dataset},
-        "student": {"convert": {"experts": 8, "flops_target": cfg.flops_target, "allocation": "sensitivity",
-                                "sparse_scales": 3, "expert_scales": 3, "selector": "learned",
-                                "reconstruction": "prev_scale", "calib_samples": 64}},
+        "student": {"convert": {"experts": 16, "flops_target": cfg.flops_target, "allocation": "sensitivity",
+                                "expert_scales": None, "sparse_scales": 0, "calib_samples": 64}},
         "data": {"source": "teacher", "count": cfg.data_count},
         "stages": [
             {"name": "align", "steps": cfg.align_steps, "lr": 2e-3, "warmup": max(1, cfg.align_steps // 10),
-             "train": ["routers", "selectors"], "losses": {"kl": 1.0, "router": 0.05}},
+             "train": ["routers"], "losses": {"kl": 1.0, "router": 0.05}},
             {"name": "joint", "steps": cfg.joint_steps, "lr": 5e-4, "warmup": max(1, cfg.joint_steps // 10),
              "train": ["all"], "losses": {"kl": 1.0, "feature": 0.1}},
         ],
@@ -80,8 +79,9 @@ def make_baseline(method: str, dataset: str, teacher, teacher_sha: str, student_
     student = load_model(parse_spec(str(student_dir)), vae=teacher.vae)
     fraction = model_gflops(student.var) / var_flops(teacher.cfg).transformer
     cc = read_activated_config(student_dir)["convert_config"]
-    cfg = PruneConfig(method=method, flops_target=fraction, sparse_scales=cc["sparse_scales"],
-                      reconstruction=cc["reconstruction"], upsample=cc["upsample"])
+    tokens = cc["sparse_scales"] > 0  # the student's token settings, else the baseline's own defaults
+    cfg = PruneConfig(method=method, flops_target=fraction, sparse_scales=cc["sparse_scales"] if tokens else 3,
+                      reconstruction=cc["reconstruction"] if tokens else "prev_scale", upsample=cc["upsample"])
     res = prune(teacher, cfg, sampling=sampling)
     budget = budget_from_recipe(recipe)
     data = teacher_data(teacher, teacher_sha, budget, sampling)
