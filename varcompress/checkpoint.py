@@ -14,6 +14,7 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -163,6 +164,29 @@ def save_state_dict(sd: Mapping[str, torch.Tensor], path: str | os.PathLike, for
     """Save in the official format (a bare dict of tensors, torch.save) atomically."""
     clean = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
     return atomic_write(path, lambda tmp: torch.save(clean, tmp), force=force)
+
+
+@contextmanager
+def atomic_dir(out: str | os.PathLike, force: bool = False):
+    """Yield a fresh temporary directory next to `out`; when the block succeeds it becomes `out`.
+
+    Refuses an existing `out` unless force; on any failure the temporary directory is removed,
+    so `out` is the old directory or the complete new one, never half of one.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 directories
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:

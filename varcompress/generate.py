@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -23,7 +21,7 @@ import torch.distributed as tdist
 from PIL import Image
 from tqdm import tqdm
 
-from .checkpoint import atomic_write, replace_dir
+from .checkpoint import atomic_dir, atomic_write
 from .distill.dist import Dist
 from .errors import VarcompressError
 from .metrics.imagenet_fid import to_uint8_nhwc
@@ -67,10 +65,7 @@ def write_samples_dir(images: np.ndarray, classes, n_per_class: int, out, manife
                       per_image: bool = False, force: bool = False) -> Path:
     """grid.png (a row per class), optionally class{c:04d}/{i:05d}.png, and samples.json: all or nothing."""
     out = Path(out)
-    _refuse_existing(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out, force) as tmp:
         save_grid(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, tmp / "grid.png", nrow=n_per_class)
         if per_image:
             for j, img in enumerate(images):
@@ -79,10 +74,6 @@ def write_samples_dir(images: np.ndarray, classes, n_per_class: int, out, manife
                 Image.fromarray(img).save(folder / f"{j % n_per_class:05d}.png")
         (tmp / "samples.json").write_text(json.dumps(manifest, indent=1) + "\n")
         _refuse_existing(out, force)  # someone may have written it while we sampled
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

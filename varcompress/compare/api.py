@@ -7,15 +7,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .. import __version__
-from ..checkpoint import replace_dir
+from ..checkpoint import atomic_dir
 from ..errors import VarcompressError
 from .models import Entry, load_model
 from .schema import SCHEMA_VERSION, validate_report
@@ -135,10 +133,8 @@ def compare(entries: list[Entry], out: str | os.PathLike, dataset: str | None = 
 def _write(out: Path, rows, images, t, teacher_spec, dataset, proto, opts, force) -> dict:
     from . import report as rp
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        (tmp / "grids").mkdir(parents=True)
+    with atomic_dir(out, force=True) as tmp:  # compare() refused an existing `out` before measuring
+        (tmp / "grids").mkdir()
         n_cls = min(t.var.num_classes, 10) if dataset is None else t.var.num_classes
         stride = proto.n_per_class if dataset is not None else opts.grid_per_class
         per = min(opts.grid_per_class, stride)
@@ -165,8 +161,4 @@ def _write(out: Path, rows, images, t, teacher_spec, dataset, proto, opts, force
         (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
         if out.exists() and not force:
             raise VarcompressError(f"{out}: exists (use --force to overwrite)")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report

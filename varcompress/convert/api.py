@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .. import __version__
-from ..checkpoint import check_finite, read_format_json, read_state_dict, replace_dir
+from ..checkpoint import atomic_dir, check_finite, read_format_json, read_state_dict
 from ..errors import VarcompressError
 from ..models.var import VARConfig
 from ..var_io import build_var, validate_state_dict
@@ -94,27 +92,24 @@ def save_activated(model: ActivatedVAR, out_dir: str | os.PathLike, source_sha25
     `source` records where the dense model came from (checkpoint path, testbed name);
     `extra_files` (name -> text) land in the same atomic rename (e.g. the distill recipe).
     """
+    with atomic_dir(out_dir, force) as tmp:
+        write_activated_files(model, tmp, source_sha256, source, extra_files)
+    return Path(out_dir)
+
+
+def write_activated_files(model: ActivatedVAR, folder: Path, source_sha256: str | None = None,
+                          source: dict | None = None, extra_files: dict[str, str] | None = None) -> None:
+    """model.safetensors + config.json (+ extra files) into an existing folder."""
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
-        config = {"format": FORMAT, "format_version": FORMAT_VERSION, "varcompress_version": __version__,
-                  "var_config": model.cfg.to_dict(), "convert_config": model.convert_cfg.to_dict(),
-                  "source_sha256": source_sha256, "source": source or {}, "budget": model.budget()}
-        (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(sd, str(folder / "model.safetensors"), metadata={"format": FORMAT})
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "varcompress_version": __version__,
+              "var_config": model.cfg.to_dict(), "convert_config": model.convert_cfg.to_dict(),
+              "source_sha256": source_sha256, "source": source or {}, "budget": model.budget()}
+    (folder / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    for name, text in (extra_files or {}).items():
+        (folder / name).write_text(text)
 
 
 def read_activated_config(path: str | os.PathLike) -> dict:

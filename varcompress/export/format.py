@@ -17,15 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .. import __version__
-from ..checkpoint import check_finite, read_format_json, read_state_dict, replace_dir
+from ..checkpoint import atomic_dir, check_finite, read_format_json, read_state_dict
 from ..errors import VarcompressError
 
 FORMAT = "varcompress-model"
@@ -95,23 +93,13 @@ def write_export(ex: Exportable, out: str | os.PathLike, sampling: dict | None =
     """Write DIR atomically (temporary directory + rename); refuse to overwrite unless force."""
     from safetensors.torch import save_file
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
     sd = {k: v.detach().cpu().contiguous().clone() for k, v in ex.model.state_dict().items()}
     check_finite(sd, "model", masks=("attn_bias_for_masking",))
     config = build_config(ex, sampling)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out, force) as tmp:
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": FORMAT})  # one key: deterministic bytes
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-        os.chmod(tmp, 0o755)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def is_export_dir(path: str | os.PathLike) -> bool:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 from .. import __version__
-from ..checkpoint import read_format_json, replace_dir
+from ..checkpoint import atomic_dir, read_format_json
 from ..errors import VarcompressError
 
 FORMAT = "varcompress-pruned"
@@ -32,29 +30,19 @@ def save_pruned(model, info: dict, out_dir: str | os.PathLike, source: dict | No
     """Write DIR (see the module doc); refuse to overwrite an existing DIR unless force."""
     from ..checkpoint import save_state_dict
     from ..convert.activated import ActivatedVAR
-    from ..convert.api import save_activated
+    from ..convert.api import write_activated_files
 
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_dir(out_dir, force) as tmp:
         if isinstance(model, ActivatedVAR):
-            save_activated(model, tmp, source_sha256=(source or {}).get("sha256"), source=source)
+            write_activated_files(model, tmp, source_sha256=(source or {}).get("sha256"), source=source)
             files = ["model.safetensors", "config.json"]
         else:
-            tmp.mkdir()
             save_state_dict(model.state_dict(), tmp / VAR_FILE)
             files = [VAR_FILE]
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "varcompress_version": __version__,
                 "files": files, "source": source or {}, "finetune": finetune, **info}
         (tmp / "prune.json").write_text(json.dumps(meta, indent=1) + "\n")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
 
 
 def read_prune_info(path: str | os.PathLike) -> dict:
