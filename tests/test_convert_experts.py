@@ -8,6 +8,7 @@ from torch import nn
 from varcompress.convert.clustering import balanced_assign, cluster_neurons
 from varcompress.convert.experts import ExpertFFN
 from varcompress.convert.router import Router, dynamic_mask, fit_router, topk_mask
+from varcompress.errors import VarcompressError
 from varcompress.convert.selector import TokenSelector, fit_selector, upsample_tokens
 
 
@@ -110,3 +111,14 @@ def test_compensation_adds_the_conditional_mean_of_skipped_experts():
         assert torch.allclose(m(X), want, atol=1e-5)
         m.top_k = 4  # every expert on: dense output
         assert torch.allclose(m(X), ref(X), atol=1e-5)
+
+
+def test_stale_per_call_routing_state_is_refused():
+    """`token_routed` belongs to one call; a tensor of another length must fail loudly, not misroute."""
+    fc1, fc2, ref = dense_ffn()
+    m = ExpertFFN.from_dense(fc1, fc2, torch.randperm(64).view(4, 16), "tanh", top_k=2).eval()
+    m.token_routed = torch.ones(30, dtype=torch.bool)
+    with torch.no_grad():
+        m(torch.randn(3, 10, 16))  # 30 tokens: fine
+        with pytest.raises(VarcompressError, match="marks 30 tokens but the input has 20"):
+            m(torch.randn(2, 10, 16))

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import VarcompressError
 from .router import Router, dynamic_mask, straight_through_mask, topk_mask
 
 
@@ -135,6 +136,9 @@ class ExpertFFN(nn.Module):
         shape = x.shape
         X = x.reshape(-1, shape[-1])
         flag = self.token_routed
+        if torch.is_tensor(flag) and flag.numel() != X.shape[0]:  # stale per-call state from another input
+            raise VarcompressError(f"ExpertFFN: token_routed marks {flag.numel()} tokens but the input has "
+                                   f"{X.shape[0]}; set it for each call (GatedBlock does) or to None")
         if self.all_active() or flag is False or (torch.is_tensor(flag) and not bool(flag.any())):
             out = self._forward_dense(X)
             self.last_active = float(self.E)
