@@ -100,12 +100,6 @@ def load_data(r: dict, t: Teacher, d, on_main):
     return data, (held.load() if held is not None else None)
 
 
-def _check_from(path: str, t: Teacher):
-    from ..convert.api import load_activated
-
-    return load_activated(path, vae=t.vae)  # its shape was checked by check_student
-
-
 def check_student(r: dict, t: Teacher) -> None:
     """Fail before any output is written: a student spec that cannot fit this teacher."""
     from ..convert import ConvertConfig
@@ -131,7 +125,7 @@ def build_student(r: dict, t: Teacher, data, out: Path, d, on_main):
     from .data import to_var_input
 
     if r["student"]["from"] is not None:
-        student = _check_from(r["student"]["from"], t)
+        student = load_activated(r["student"]["from"], vae=t.vae)  # shape checked by check_student
     else:
         init = out / "student_init"
 
