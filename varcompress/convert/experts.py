@@ -166,13 +166,19 @@ class ExpertFFN(nn.Module):
         for e in range(S):
             out += self.partial(X, e)
         _, mask = self.route(X) if self.routed > 0 and N > 0 else (None, X.new_zeros(N, 0, dtype=torch.bool))
-        for j in range(self.routed):
-            idx = mask[:, j].nonzero().squeeze(1)
-            if idx.numel() == N:
+        # group the (token, expert) pairs by expert once: two host syncs per call, not one per expert
+        tok, exp = mask.nonzero(as_tuple=True)
+        order = torch.argsort(exp, stable=True)  # within an expert, tokens stay ascending
+        tok = tok[order]
+        counts = torch.bincount(exp, minlength=self.routed).tolist()
+        start = 0
+        for j, c in enumerate(counts):
+            idx, start = tok[start:start + c], start + c
+            if c == N:
                 out += self.partial(X, S + j) - mu[j]
-            elif idx.numel():
+            elif c:
                 out.index_add_(0, idx, self.partial(X.index_select(0, idx), S + j) - mu[j])
-        self.last_active = self.shared + (float(mask.sum()) / N if N else 0.0)
+        self.last_active = self.shared + (len(tok) / N if N else 0.0)
         return out
 
     def _forward_st(self, X: torch.Tensor) -> torch.Tensor:
