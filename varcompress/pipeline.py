@@ -96,6 +96,7 @@ def run_pipeline(cfg: PipelineConfig, out: Path, log=print) -> dict:
     """Run every step into `out`; returns {paths, rows} (the comparison's rows)."""
     import torch
 
+    from .checkpoint import atomic_write
     from .compare import CompareOptions, Entry, compare
     from .compare.models import teacher_sha256
     from .distill import distill
@@ -130,5 +131,6 @@ def run_pipeline(cfg: PipelineConfig, out: Path, log=print) -> dict:
     export_model(str(out / "distill"), out / "export", force=True)
     summary = {"config": cfg.__dict__, "recipe": recipe, "rows": report["rows"],
                "paths": {"table": str(out / "compare" / "table.md"), "export": str(out / "export")}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    text = json.dumps(summary, indent=1, default=str) + "\n"
+    atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(text))
     return summary
