@@ -62,3 +62,19 @@ def test_markdown_and_speedups():
 def test_cuda_graph_variants_on_cpu_are_a_clear_error(tmp_path):
     rc = main(["bench", "--model", "small", "--repeats", "1", "--no-bf16", "--cuda-graphs", "--out", str(tmp_path)])
     assert rc == 2
+
+
+def test_bench_times_a_users_activated_model_beside_its_teacher(tmp_path, capsys):
+    student = tmp_path / "act"
+    assert main(["convert", "digits", "--out", str(student), "--top-k", "4", "--calib-samples", "4"]) == 0
+    rc = main(["bench", "--model", "digits", "--student", str(student), "--batch", "1", "--repeats", "1",
+               "--no-bf16", "--threads", "1", "--out", str(tmp_path), "--stem", "s"])
+    assert rc == 0
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
+    assert {"eager", "engine-fp32", "act-eager", "act-engine-fp32"} <= set(rows)
+    act = rows["act-engine-fp32"]
+    assert 0.5 < act["fraction"] < 1 and act["budget"] == "act" and "speedup_vs_dense_engine" in act
+    capsys.readouterr()
+    assert main(["bench", "--model", "small", "--student", str(student), "--repeats", "1", "--no-bf16",
+                 "--out", str(tmp_path)]) == 2
+    assert "--student needs a testbed --model" in capsys.readouterr().err

@@ -7,12 +7,20 @@ from pathlib import Path
 from .errors import VarcompressError
 
 
-def load(path: str | os.PathLike, vae=None):
-    """An exported, activated or pruned model directory, or an official-format VAR file.
-
-    The model comes back in eval mode; pass the VQVAE to enable generation.
-    """
+def model_dir(path: str | os.PathLike) -> Path:
+    """A distill run directory stands for its distilled student; any other path for itself."""
     p = Path(path)
+    if (p / "recipe.resolved.yaml").is_file() and (p / "student" / "config.json").is_file():
+        return p / "student"
+    return p
+
+
+def load(path: str | os.PathLike, vae=None):
+    """An exported, activated or pruned model directory, a finished distill run (its student),
+    or an official-format VAR file. The model comes back in eval mode; pass the VQVAE to
+    enable generation.
+    """
+    p = model_dir(path)
     if p.is_dir():
         from .export import is_export_dir, load_export
 

@@ -37,7 +37,8 @@ def load_vae_for(vae_path: str | Path | None, dataset: str | None, what: str, pa
 
 
 def resolve_model(spec: str | Path, vae: str | Path | None = None, dataset: str | None = None) -> LoadedModel:
-    """A testbed name ('shapes'), a model directory (activated/pruned/exported) or a VAR .pth."""
+    """A testbed name ('shapes'), a model directory (activated / pruned / exported / finished distill
+    run) or a VAR .pth."""
     from . import load
 
     spec_s = str(spec)
@@ -46,7 +47,9 @@ def resolve_model(spec: str | Path, vae: str | Path | None = None, dataset: str 
 
         var, v = load_teacher(spec_s)
         return LoadedModel(var, v, f"{spec_s} teacher", spec_s, "dense")
-    path = Path(spec_s)
+    from .loading import model_dir
+
+    path = model_dir(spec_s)
     if path.is_dir():
         card, kind = _dir_card(path)
         source = card.get("source")
@@ -57,7 +60,7 @@ def resolve_model(spec: str | Path, vae: str | Path | None = None, dataset: str 
             from .export import check_vae
 
             check_vae(card, v, path)
-        return LoadedModel(model.attach_vae(v), v, path.name, dataset, card.get("kind") or kind)
+        return LoadedModel(model.attach_vae(v), v, Path(spec_s).name, dataset, card.get("kind") or kind)
     from .var_io import load_var
 
     model = load_var(path)

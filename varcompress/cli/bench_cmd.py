@@ -19,6 +19,8 @@ def bench(
     repeats: int = typer.Option(3, help="Timed repeats per variant (median reported)."),
     warmup: int = typer.Option(0, help="Untimed runs per variant before timing."),
     budget: List[str] = typer.Option([], "--budget", help="Activated budgets: k4, k4-keep0.7, k2-keep0.5; repeatable."),
+    student: List[str] = typer.Option([], "--student", help="Your model of the testbed --model teacher (activated, "
+                                                            "pruned, distill run or export dir); repeatable."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="Also bf16 engine variants (default: if native)."),
@@ -50,7 +52,7 @@ def bench(
     res = run_benchmark(list(models), list(batch), repeats, warmup, list(budget), device, threads, bf16, calib,
                         act_eager, decode, out, stem,
                         extras=tuple(n for n, on in (("compile", compile_), ("graphs", cuda_graphs)) if on),
-                        log=lambda m: typer.echo(m, err=True))
+                        log=lambda m: typer.echo(m, err=True), students=list(student))
     from ..engine.bench import markdown
 
     typer.echo(markdown(res["rows"], res["meta"]))

@@ -17,7 +17,7 @@ from .. import __version__
 from ..checkpoint import atomic_dir, check_finite, read_format_json, read_state_dict
 from ..errors import VarcompressError
 from ..models.var import VARConfig
-from ..var_io import build_var, validate_state_dict
+from ..var_io import build_var, check_var_config, validate_state_dict
 from .activated import ActivatedVAR
 from .budget import allocate
 from .build import build_gated_block
@@ -138,17 +138,27 @@ def skeleton_for_weights(var_config, convert_config, sd: dict, what: str) -> Act
     (a card claiming 10**9 blocks must fail at once, not after hours of building)."""
     try:
         var_cfg = VARConfig.from_dict(var_config)
+        check_var_config(var_cfg)
         ccfg = ConvertConfig.from_dict(convert_config)
     except VarcompressError as e:
         raise VarcompressError(f"{what}/config.json: {e}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise VarcompressError(f"{what}/config.json: malformed ({type(e).__name__}: {e})") from None
+    C, hidden = var_cfg.embed_dim, round(var_cfg.embed_dim * var_cfg.mlp_ratio)
+    L = sum(p * p for p in var_cfg.patch_nums)
+    w1 = [v for k, v in sd.items() if k.startswith("blocks.0.") and k.endswith(".experts_w1")]
+    expect = {"word_embed.weight": (C, var_cfg.Cvae), "head.weight": (var_cfg.vocab_size, C),
+              "class_emb.weight": (var_cfg.num_classes + 1, C), "pos_1LC": (1, L, C)}
+    got = {k: tuple(sd[k].shape) if k in sd else None for k in expect}
     blocks = {k.split(".")[1] for k in sd if k.startswith("blocks.")}
-    width = sd.get("word_embed.weight")
-    if len(blocks) != var_cfg.depth or width is None or tuple(width.shape[:1]) != (var_cfg.embed_dim,):
-        raise VarcompressError(f"{what}: weights do not match config.json (depth {var_cfg.depth}, "
-                               f"width {var_cfg.embed_dim} in the card; {len(blocks)} blocks in the weights)")
-    ccfg.check_model(var_cfg.depth, len(var_cfg.patch_nums), round(var_cfg.embed_dim * var_cfg.mlp_ratio))
+    ffn = tuple(w1[0].shape[:2]) if w1 and w1[0].dim() == 3 else None
+    if len(blocks) != var_cfg.depth or got != expect or ffn is None or ffn[0] * ffn[1] != hidden:
+        bad = next((k for k in expect if got[k] != expect[k]), None)
+        detail = (f"{bad} is {got[bad]}, the card implies {expect[bad]}" if bad else
+                  f"{len(blocks)} blocks and FFN experts {ffn} in the weights; the card says depth "
+                  f"{var_cfg.depth}, FFN width {hidden}")
+        raise VarcompressError(f"{what}: weights do not match config.json ({detail})")
+    ccfg.check_model(var_cfg.depth, len(var_cfg.patch_nums), hidden)
     return build_skeleton(var_cfg, ccfg)
 
 

@@ -140,7 +140,7 @@ def add_speedups(rows: list[dict]) -> None:
                 r["cpu_speedup_vs_eager"] = _paired(eager, r, "cpu_s")
         tag = r["variant"].rsplit("-", 1)[-1]
         dense = key.get((r["model"], r["batch"], f"engine-{tag}"))
-        if dense and r["variant"].startswith("act["):
+        if dense and r is not dense and (r.get("budget") or r.get("fraction", 1.0) < 1):  # budgets, --student
             sp = r["speedup_vs_dense_engine"] = _paired(dense, r, "s")
             r["wallclock_saving_over_flops_saving"] = (1 - 1 / sp) / max(1e-9, 1 - r.get("fraction", 1.0))
             if r.get("median_cpu_s"):
@@ -193,9 +193,9 @@ def run_benchmark(models: list[str], batches: list[int], repeats: int = 3, warmu
                   budgets: list[str] | None = None, device: str = "cpu", threads: int | None = None,
                   bf16: bool | None = None, calib: int = 2, act_eager: bool = True, decode: bool = False,
                   out_dir: Path | None = None, stem: str = "bench", extras: tuple[str, ...] = (),
-                  log=print) -> dict:
+                  log=print, students: list[str] | None = None) -> dict:
     """Build every model's variants, measure them interleaved, write JSON + Markdown; returns the data."""
-    from .bench_models import build_model, decode_variants, variants_for
+    from .bench_models import build_model, decode_variants, load_students, variants_for
     from .cpu import cpu_supports_bf16
 
     dev = torch.device(device)
@@ -211,7 +211,7 @@ def run_benchmark(models: list[str], batches: list[int], repeats: int = 3, warmu
             log(f"[bench] skipping {name}: {e}")
             continue
         vs = variants_for(name, var, vae, dev, list(budgets or []), bf16, calib, act_eager, extras=extras,
-                          log=log)
+                          log=log, students=load_students(name, var, list(students or []), dev))
         if decode:
             vs += decode_variants(name, vae, dev, bf16)
             for v in vs:
@@ -220,7 +220,7 @@ def run_benchmark(models: list[str], batches: list[int], repeats: int = 3, warmu
         del vs, var, vae
         gc.collect()
     meta = run_meta(dev, repeats, warmup, models=models, batches=batches, budgets=budgets, calib=calib,
-                    extras=list(extras))
+                    extras=list(extras), students=list(students or []))
     result = {"meta": meta, "rows": rows}
     if out_dir is not None:
         js, md = write_results(rows, meta, Path(out_dir), stem)

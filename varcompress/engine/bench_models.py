@@ -79,10 +79,28 @@ def random_calibration(var, n: int, seed: int = 0):
     return labels, x
 
 
+def load_students(model: str, var, specs: list[str], device) -> list[tuple[str, object]]:
+    """(label, model) for user models of the testbed teacher `model` (activated / pruned / exported)."""
+    from ..resolve import TESTBED_NAMES, resolve_model
+
+    if specs and model not in TESTBED_NAMES:
+        raise VarcompressError(f"bench: --student needs a testbed --model ({', '.join(TESTBED_NAMES)}), "
+                               f"not {model!r}")
+    out = []
+    for spec in specs:
+        m = resolve_model(spec, dataset=model)
+        if m.var.cfg.embed_dim != var.cfg.embed_dim or tuple(m.var.patch_nums) != tuple(var.patch_nums):
+            raise VarcompressError(f"bench: --student {spec} is not a model of the {model} teacher's shape")
+        out.append((m.label, m.var.to(device).eval()))
+        m.var.vae.to(device)
+    return out
+
+
 def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, calib: int,
                  act_eager: bool = True, eager: bool = True, extras: tuple[str, ...] = (),
-                 log=print) -> list[Variant]:
-    """extras: "compile" and/or "graphs" add engine variants with torch.compile / CUDA graphs."""
+                 log=print, students: list[tuple[str, object]] = ()) -> list[Variant]:
+    """extras: "compile" and/or "graphs" add engine variants with torch.compile / CUDA graphs;
+    students: (label, model) pairs timed like the budgets (their own eager path and the engine)."""
     from ..convert import ConvertConfig, convert
     from .engine import Engine
 
@@ -127,6 +145,12 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
             if act_eager:
                 out.append(eager_variant(act, f"act[{b}]-eager", g, info))
             engine_variants(act, f"act[{b}]-", g, info)
+    for label, m in students:
+        g = m.budget()["transformer_gflops"] if hasattr(m, "budget") else var_flops(m.cfg).transformer
+        info = {"fraction": g / dense, "budget": label}
+        if act_eager:
+            out.append(eager_variant(m, f"{label}-eager", g, info))
+        engine_variants(m, f"{label}-", g, info)
     for v in out:
         v.info.setdefault("num_classes", var.num_classes)
     return out
