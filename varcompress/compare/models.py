@@ -42,14 +42,6 @@ def parse_spec(text: str) -> Entry:
     return Entry(label.strip(), spec.strip())
 
 
-def _student_dir(p: Path) -> Path:
-    if (p / "result.json").is_file() and (p / "student" / "config.json").is_file():
-        return p / "student"
-    if (p / "student" / "config.json").is_file():
-        return p / "student"
-    return p
-
-
 def _attach(var, vae, vae_path, dataset, spec: str):
     """Attach the VQVAE: the one given, a .pth (told the VAR's scales), or the dataset teacher's."""
     from ..resolve import load_vae_for
@@ -87,7 +79,9 @@ def load_model(entry: Entry, vae=None, dataset: str | None = None, vae_path=None
             cfg = read_export_config(p)
             var = _attach(load_export(p), vae, vae_path, dataset, spec)
             return Model(entry.label, spec, var, cfg["kind"], dataset, {"convert_config": cfg.get("convert_config")})
-        d = _student_dir(p)
+        from ..loading import model_dir
+
+        d = model_dir(p)
         from ..convert.api import load_activated, read_activated_config
 
         cfg = read_activated_config(d)
