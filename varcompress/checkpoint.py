@@ -50,7 +50,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise VarcompressError(f"{path}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+        raise VarcompressError(f"{path}: corrupt or truncated safetensors file ({first_line(e)})") from None
 
 
 def _read_torch(path: Path, mmap: bool):
@@ -72,7 +72,7 @@ def _read_torch(path: Path, mmap: bool):
             ) from None
         raise VarcompressError(f"{path}: corrupt or truncated checkpoint ({reason})") from None
     except Exception as e:  # torch.load on garbage raises anything from EOFError to IndexError
-        raise VarcompressError(f"{path}: corrupt or truncated checkpoint ({_first_line(e)})") from None
+        raise VarcompressError(f"{path}: corrupt or truncated checkpoint ({first_line(e)})") from None
 
 
 # What torch's weights-only unpickler says when a file asks for a Python object it will not build
@@ -113,7 +113,8 @@ def _unpickler_reason(e: BaseException) -> str:
     return lines[0][:200] if lines else type(e).__name__
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception's first line (at most 200 characters), for one-line error messages."""
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
 

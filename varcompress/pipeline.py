@@ -70,15 +70,11 @@ def student_recipe(cfg: PipelineConfig, out: Path) -> dict:
 def make_baseline(method: str, dataset: str, teacher, teacher_sha: str, student_dir: Path, recipe: dict,
                   out: Path, sampling: dict, log=print) -> Path:
     """A static baseline at the student's FLOPs, fine-tuned with the student's budget; saved to `out`."""
-    from .compare.models import load_model, parse_spec
     from .convert.api import read_activated_config
-    from .flops import var_flops
     from .prune import PruneConfig, budget_from_recipe, finetune, prune, save_pruned, teacher_data
-    from .prune.api import model_gflops
 
-    student = load_model(parse_spec(str(student_dir)), vae=teacher.vae)
-    fraction = model_gflops(student.var) / var_flops(teacher.cfg).transformer
-    cc = read_activated_config(student_dir)["convert_config"]
+    card = read_activated_config(student_dir)  # its budget: FLOPs fraction of the teacher, counted at save
+    fraction, cc = card["budget"]["fraction"], card["convert_config"]
     tokens = cc["sparse_scales"] > 0  # the student's token settings, else the baseline's own defaults
     cfg = PruneConfig(method=method, flops_target=fraction, sparse_scales=cc["sparse_scales"] if tokens else 3,
                       reconstruction=cc["reconstruction"] if tokens else "prev_scale", upsample=cc["upsample"])

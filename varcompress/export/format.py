@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..checkpoint import atomic_dir, check_finite, read_format_json, read_state_dict
+from ..checkpoint import atomic_dir, check_finite, first_line, read_format_json, read_state_dict
 from ..errors import VarcompressError
 
 FORMAT = "varcompress-model"
@@ -142,7 +142,7 @@ def load_export(path: str | os.PathLike, vae=None):
         try:
             var_cfg = VARConfig.from_dict(cfg.get("var_config"))
         except (KeyError, TypeError, ValueError, AttributeError, VarcompressError) as e:
-            raise VarcompressError(f"{d}/config.json: malformed ({_one_line(e)})") from None
+            raise VarcompressError(f"{d}/config.json: malformed ({first_line(e)})") from None
         model = var_from_state_dict(sd, what, num_heads=var_cfg.num_heads)
         if model.cfg.to_dict() != var_cfg.to_dict():
             raise VarcompressError(f"{d}: model.safetensors does not match the architecture in config.json")
@@ -155,7 +155,3 @@ def check_vae(cfg: dict, vae, where) -> None:
     if vae is not None and cfg.get("vae_fingerprint") and vae_fingerprint(vae) != cfg["vae_fingerprint"]:
         raise VarcompressError(f"{where}: the VQVAE given is not the one this model was made with (codebook differs)")
 
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
