@@ -49,14 +49,19 @@ def test_greedy_and_unfiltered():
     assert idx.shape == (2, 3) and idx.dtype == torch.int64
 
 
-@pytest.mark.parametrize("top_k,top_p", [(5, 0.0), (0, 0.7), (6, 0.8), (12, 0.95)])
-def test_sample_frequencies_match_reference_probabilities(top_k, top_p):
-    """200k draws: every token's frequency within 5 standard errors of the reference probability."""
+@pytest.mark.parametrize("method,max_rounds", [("sorted", 8), ("rejection", 8), ("rejection", 1)])
+@pytest.mark.parametrize("top_k,top_p", [(5, 0.0), (0, 0.7), (6, 0.8), (12, 0.95), (0, 0.3)])
+def test_sample_frequencies_match_reference_probabilities(top_k, top_p, method, max_rounds):
+    """200k draws: every token's frequency within 5 standard errors of the reference probability.
+
+    Both top-p methods; rejection with one round sends every rejected row to the sorted
+    fallback, so the mixture of the two paths is checked too (top_p 0.3 rejects often)."""
     logits = _logits(5, shape=(1, 1, 16), scale=1.5)
     p = _reference_probs(logits, top_k, top_p).view(-1)
     n = 200_000
     g = torch.Generator().manual_seed(123)
-    draws = sample_top_k_top_p_fast(logits.expand(1, n, 16).contiguous(), top_k, top_p, generator=g).view(-1)
+    draws = sample_top_k_top_p_fast(logits.expand(1, n, 16).contiguous(), top_k, top_p, generator=g,
+                                    method=method, max_rounds=max_rounds).view(-1)
     freq = torch.bincount(draws, minlength=16).double() / n
     assert (freq[p == 0] == 0).all(), "drew a token the reference never draws"
     se = (p.double() * (1 - p.double()) / n).sqrt().clamp_min(1e-9)
@@ -75,3 +80,32 @@ def test_sampler_does_not_modify_logits_and_handles_bf16():
     assert torch.equal(logits, before)
     idx = sample_top_k_top_p_fast(logits.bfloat16(), top_k=7, top_p=0.9, generator=torch.Generator().manual_seed(0))
     assert idx.shape == (2, 3)
+
+
+def test_rejection_rounds_and_rows_are_independent():
+    """Rows with different logits in one call: each row's draws follow its own reference distribution."""
+    rows = torch.stack([_logits(s, shape=(24,), scale=sc) for s, sc in ((7, 0.5), (8, 2.0), (9, 6.0))])
+    n = 60_000
+    logits = rows.repeat(n, 1).view(1, 3 * n, 24)
+    g = torch.Generator().manual_seed(5)
+    draws = sample_top_k_top_p_fast(logits, 10, 0.6, generator=g, method="rejection").view(n, 3)
+    for r in range(3):
+        p = _reference_probs(rows[r], 10, 0.6).double()
+        freq = torch.bincount(draws[:, r], minlength=24).double() / n
+        assert (freq[p == 0] == 0).all()
+        se = (p * (1 - p) / n).sqrt().clamp_min(1e-9)
+        assert ((freq - p).abs() <= 5 * se + 1e-12).all(), (r, freq, p)
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="method"):
+        sample_top_k_top_p_fast(_logits(0), 5, 0.9, method="fast")
+
+
+def test_never_draws_outside_top_k_with_large_vocabulary():
+    """V > k: the sort-free path maps survivor positions back to vocabulary ids."""
+    logits = _logits(10, shape=(4, 50, 1000), scale=2.0)
+    allowed = filtered_probs(logits, 30, 0.9) > 0
+    for method in ("sorted", "rejection"):
+        idx = sample_top_k_top_p_fast(logits, 30, 0.9, generator=torch.Generator().manual_seed(1), method=method)
+        assert allowed.gather(-1, idx.unsqueeze(-1)).all(), method
