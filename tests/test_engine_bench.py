@@ -59,6 +59,18 @@ def test_markdown_and_speedups():
     assert md.count("\n| m |") == 3 and rows[2]["transformer_gflops_per_image"] == 5.0
 
 
+def test_bf16_rows_are_compared_with_the_eager_path_under_bf16_autocast(tmp_path):
+    """--bf16 adds the official protocol's eager call under bf16 autocast; bf16 engines get a like-for-like ratio."""
+    rc = main(["bench", "--model", "small", "--batch", "1", "--repeats", "1", "--bf16", "--threads", "1",
+               "--out", str(tmp_path), "--stem", "b"])
+    assert rc == 0
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    assert set(rows) == {"eager", "eager-bf16", "engine-fp32", "engine-bf16"}
+    assert rows["eager-bf16"]["dtype"] == "bf16-autocast" and rows["eager-bf16"]["breakdown_s"]["decode"] > 0
+    assert "speedup_vs_eager_bf16" in rows["engine-bf16"] and "speedup_vs_eager_bf16" not in rows["engine-fp32"]
+    assert "x eager-bf16" in (tmp_path / "b.md").read_text()
+
+
 def test_cuda_graph_variants_on_cpu_are_a_clear_error(tmp_path):
     rc = main(["bench", "--model", "small", "--repeats", "1", "--no-bf16", "--cuda-graphs", "--out", str(tmp_path)])
     assert rc == 2

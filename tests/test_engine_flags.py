@@ -64,13 +64,14 @@ def test_unknown_blocks_are_refused():
         Engine(var)
 
 
-@pytest.mark.parametrize("channels_last,fused", [(False, True), (True, True), (False, False)])
-def test_fast_decoder_equals_eager_decode(channels_last, fused):
+@pytest.mark.parametrize("channels_last,fused,subpixel", [(False, True, True), (True, True, True),
+                                                           (False, True, False), (False, False, True)])
+def test_fast_decoder_equals_eager_decode(channels_last, fused, subpixel):
     vae = tiny_vae()
     f = torch.randn(2, 8, 4, 4)
     with torch.no_grad():
         ref = vae.fhat_to_img(f).add(1).mul(0.5)
-    got = FastDecoder(vae, torch.float32, channels_last=channels_last, fused=fused)(f)
+    got = FastDecoder(vae, torch.float32, channels_last=channels_last, fused=fused, subpixel=subpixel)(f)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert next(vae.parameters()).dtype == torch.float32  # the caller's VQVAE is untouched
 
@@ -87,3 +88,21 @@ def test_fast_decoder_bf16_and_attention_levels():
     torch.testing.assert_close(FastDecoder(vae, torch.float32, channels_last=True)(f), ref, atol=1e-5, rtol=1e-5)
     got = FastDecoder(vae, torch.bfloat16)(f)
     assert got.dtype == torch.float32 and (got - ref).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("H,W,channels_last", [(4, 4, False), (3, 5, False), (1, 1, False), (6, 2, True)])
+def test_subpixel_upsample_equals_nearest_then_conv(H, W, channels_last):
+    from varcompress.engine.decode import SubpixelUpsample
+    from varcompress.models.vqvae_blocks import Upsample2x
+
+    torch.manual_seed(H * 10 + W)
+    up = Upsample2x(6).eval()
+    x = torch.randn(2, 6, H, W)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = up(x)
+    got = SubpixelUpsample(up.conv, torch.float32, torch.device("cpu"))(x)
+    assert got.shape == ref.shape == (2, 6, 2 * H, 2 * W)
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)

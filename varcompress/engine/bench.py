@@ -139,6 +139,11 @@ def add_speedups(rows: list[dict]) -> None:
             if r.get("median_cpu_s"):
                 r["cpu_speedup_vs_eager"] = _paired(eager, r, "cpu_s")
         tag = r["variant"].rsplit("-", 1)[-1]
+        eager_bf16 = key.get((r["model"], r["batch"], "eager-bf16"))
+        if eager_bf16 and tag.startswith("bf16") and r is not eager_bf16:  # like for like: both in bf16
+            r["speedup_vs_eager_bf16"] = _paired(eager_bf16, r, "s")
+            if r.get("median_cpu_s"):
+                r["cpu_speedup_vs_eager_bf16"] = _paired(eager_bf16, r, "cpu_s")
         dense = key.get((r["model"], r["batch"], f"engine-{tag}"))
         if dense and r is not dense and (r.get("budget") or r.get("fraction", 1.0) < 1):  # budgets, --student
             sp = r["speedup_vs_dense_engine"] = _paired(dense, r, "s")
@@ -158,9 +163,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"Device: {dev.get('name')} ({dev.get('device')}, threads={dev.get('threads', '-')}); "
              f"torch {meta['torch']}; protocol cfg={PROTOCOL['cfg']} top_k={PROTOCOL['top_k']} "
              f"top_p={PROTOCOL['top_p']}; median of {meta['repeats']} (warm-up {meta['warmup']}).", "",
-             "| model | variant | B | s/batch | CPU s | img/s | x eager (wall / CPU) | x dense engine (wall / CPU "
+             "| model | variant | B | s/batch | CPU s | img/s | x eager (wall / CPU) | x eager-bf16 (wall / CPU) "
+             "| x dense engine (wall / CPU "
              "/ transformer) | transformer GFLOPs/img (frac) | peak mem MB | transformer / sampling / next-input "
-             "/ decode s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "/ decode s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         bd = r.get("breakdown_s")
         bds = " / ".join(f"{bd[p]:.2f}" for p in PARTS) if bd else "-"
@@ -168,6 +174,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {r['median_s']:.3f} "
                      f"| {f('median_cpu_s', '{:.3f}')} | {r['images_per_s']:.3f} "
                      f"| {f('speedup_vs_eager', '{:.2f}')} / {f('cpu_speedup_vs_eager', '{:.2f}')} "
+                     f"| {f('speedup_vs_eager_bf16', '{:.2f}')} / {f('cpu_speedup_vs_eager_bf16', '{:.2f}')} "
                      f"| {f('speedup_vs_dense_engine', '{:.2f}')} / {f('cpu_speedup_vs_dense_engine', '{:.2f}')} "
                      f"/ {f('transformer_speedup_vs_dense_engine', '{:.2f}')} "
                      f"| {r['transformer_gflops_per_image']:.1f} ({r.get('fraction', 1.0):.2f}) "

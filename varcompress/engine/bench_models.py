@@ -108,9 +108,10 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
     dense = var_flops(var.cfg).transformer
     out = []
 
-    def eager_variant(m, name, gflops, info):
-        run, parts = eager_profiled(m)
-        return Variant(model, name, run, gflops, dec, False, parts, dict(info, dtype="fp32"))
+    def eager_variant(m, name, gflops, info, autocast: torch.dtype | None = None):
+        run, parts = eager_profiled(m, autocast)
+        tag = "fp32" if autocast is None else "bf16-autocast"
+        return Variant(model, name, run, gflops, dec, False, parts, dict(info, dtype=tag))
 
     def engine_variants(m, prefix, gflops, info):
         dtypes = [torch.float32] + ([torch.bfloat16] if bf16 else [])
@@ -128,6 +129,8 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
 
     if eager:
         out.append(eager_variant(var, "eager", dense, {}))
+        if bf16:  # the official protocol: the eager call under bf16 autocast (the like-for-like bf16 baseline)
+            out.append(eager_variant(var, "eager-bf16", dense, {}, torch.bfloat16))
     engine_variants(var, "", dense, {"fraction": 1.0})
     if budgets:
         labels, x = random_calibration(var, calib)
@@ -181,9 +184,11 @@ def decode_variants(model: str, vae, device, bf16: bool) -> list[Variant]:
     return out
 
 
-def eager_profiled(m):
+def eager_profiled(m, autocast: torch.dtype | None = None):
     """(run, timings) for the eager path, timing its sampler, next-scale input and decode calls;
-    "transformer" is the rest (blocks, head, guidance, embeddings)."""
+    "transformer" is the rest (blocks, head, guidance, embeddings). autocast: run the whole call
+    (decode included) under torch.autocast with that dtype, as the official sampling script does."""
+    import contextlib
     import time
 
     from ..models import var as var_module
@@ -208,8 +213,11 @@ def eager_profiled(m):
         quant.get_next_autoregressive_input = timed("next_input", quant.get_next_autoregressive_input)
         vae.fhat_to_img = timed("decode", vae.fhat_to_img)
         t0, c0 = time.perf_counter(), time.process_time()
+        dev = next(m.parameters()).device.type
+        ctx = torch.autocast(dev, dtype=autocast) if autocast is not None else contextlib.nullcontext()
         try:
-            return m.autoregressive_infer_cfg(B, labels, g_seed=0, **PROTOCOL)
+            with ctx:
+                return m.autoregressive_infer_cfg(B, labels, g_seed=0, **PROTOCOL)
         finally:
             var_module.sample_top_k_top_p = sampler
             del quant.get_next_autoregressive_input, vae.fhat_to_img  # back to the class methods
