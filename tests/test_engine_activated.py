@@ -7,6 +7,7 @@ import torch
 from varcompress.convert import ConvertConfig, convert
 from varcompress.engine import Engine
 from varcompress.engine.experts import FastExpertFFN
+from varcompress.errors import VarcompressError
 
 from .helpers import tiny_var
 from .test_engine_generation import eager_logits, engine_logits
@@ -37,7 +38,7 @@ def _convert(var, **kw):
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-@pytest.mark.parametrize("dispatch", ["segments", "grouped"])
+@pytest.mark.parametrize("dispatch", ["segments", "grouped", "mixed"])
 def test_engine_equals_activated_eager(monkeypatch, dense, name, dispatch):
     act = _convert(dense, **VARIANTS[name])
     labels = torch.tensor([3, 5, 1])
@@ -59,7 +60,7 @@ def test_emulated_cuda_graphs_on_activated_model(dense):
                            eng.generate(2, labels, g_seed=seed, top_k=1))
 
 
-@pytest.mark.parametrize("dispatch", ["segments", "grouped"])
+@pytest.mark.parametrize("dispatch", ["segments", "grouped", "mixed"])
 @pytest.mark.parametrize("shared,top_k", [(0, 1), (0, 3), (1, 2), (2, 1), (1, 0)])
 def test_fast_expert_ffn_equals_expert_ffn(dense, dispatch, shared, top_k):
     act = _convert(dense, top_k=top_k, shared_experts=shared, keep_ratio=1.0)
@@ -70,3 +71,27 @@ def test_fast_expert_ffn_equals_expert_ffn(dense, dispatch, shared, top_k):
     x = torch.randn(2, 37, m.in_features)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), m(x), atol=1e-5, rtol=1e-5)
+
+
+def test_mixed_dispatch_takes_both_paths_and_unknown_dispatch_is_refused(dense, monkeypatch):
+    """CPU default: small calls grouped, large calls by segments, with equal results."""
+    from varcompress.engine import experts
+
+    act = _convert(dense, top_k=2, keep_ratio=1.0)
+    m = act.blocks[0].expert_ffns()[0]
+    fast = FastExpertFFN(m, torch.float32, torch.device("cpu"))
+    assert fast.dispatch == "mixed"
+    seen, grouped = [], FastExpertFFN._grouped
+
+    def spy(self, *a):
+        seen.append("grouped")
+        return grouped(self, *a)
+    monkeypatch.setattr(FastExpertFFN, "_grouped", spy)
+    x_small, x_big = torch.randn(1, 5, m.in_features), torch.randn(4, experts.GROUPED_MAX_PAIRS, m.in_features)
+    with torch.no_grad():
+        for x, path in ((x_small, ["grouped"]), (x_big, [])):
+            seen.clear()
+            torch.testing.assert_close(fast(x), m(x), atol=1e-5, rtol=1e-5)
+            assert seen == path
+    with pytest.raises(VarcompressError, match="dispatch"):
+        FastExpertFFN(m, torch.float32, torch.device("cpu"), "fastest")

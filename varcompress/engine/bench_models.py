@@ -57,8 +57,10 @@ def build_model(name: str, device: torch.device, seed: int = 0):
     return var.to(device).eval(), vae.to(device).eval()
 
 
-def decode_gflops(vae) -> float:
-    """Analytic decoder GFLOPs per image (post_quant_conv + decoder), counted on the meta device."""
+def decode_gflops(vae, subpixel: bool = False) -> float:
+    """Decoder GFLOPs per image (post_quant_conv + decoder), counted on the meta device; subpixel:
+    as the engine's FastDecoder computes it (each upsample conv: 16 instead of 36 multiply-adds per
+    input pixel and channel pair)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..models.vqvae import VQVAE
@@ -68,7 +70,12 @@ def decode_gflops(vae) -> float:
     pn = vae.patch_nums[-1]
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         m.fhat_to_img(torch.empty(1, vae.Cvae, pn, pn, device="meta"))
-    return fc.get_total_flops() / 1e9
+    saved, res = 0, pn
+    for i in reversed(range(1, len(m.decoder.up))):  # input resolution of each upsample, low to high
+        conv = m.decoder.up[i].upsample.conv
+        saved += 2 * (36 - 16) * res * res * conv.in_channels * conv.out_channels
+        res *= 2
+    return (fc.get_total_flops() - (saved if subpixel else 0)) / 1e9
 
 
 def random_calibration(var, n: int, seed: int = 0):
@@ -104,7 +111,7 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
     from ..convert import ConvertConfig, convert
     from .engine import Engine
 
-    dec = decode_gflops(vae)
+    dec, dec_fast = decode_gflops(vae), decode_gflops(vae, subpixel=True)
     dense = var_flops(var.cfg).transformer
     out = []
 
@@ -122,7 +129,7 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
                          compile_mode="max-autotune-no-cudagraphs" if graphs and comp else "default")
             eng.profile = device.type == "cpu"  # free on CPU; on GPU the syncs would cost
             tag = ("fp32" if dt == torch.float32 else "bf16") + "".join(f"+{o}" for o in opt)
-            out.append(Variant(model, f"{prefix}engine-{tag}", _engine_run(eng), gflops, dec, True,
+            out.append(Variant(model, f"{prefix}engine-{tag}", _engine_run(eng), gflops, dec_fast, True,
                                (lambda e=eng: dict(e.last_timings, **{f"cpu_{k}": v for k, v in
                                                                     e.last_cpu_timings.items()})),
                                dict(info, dtype=tag)))
@@ -163,7 +170,7 @@ def decode_variants(model: str, vae, device, bf16: bool) -> list[Variant]:
     """The decoder alone on a random f_hat: eager `fhat_to_img` vs FastDecoder layouts and dtypes."""
     from .decode import FastDecoder
 
-    dec, pn, cache = decode_gflops(vae), vae.patch_nums[-1], {}
+    dec, dec_fast, pn, cache = decode_gflops(vae), decode_gflops(vae, subpixel=True), vae.patch_nums[-1], {}
 
     def f_hat(B):
         if B not in cache:
@@ -180,7 +187,7 @@ def decode_variants(model: str, vae, device, bf16: bool) -> list[Variant]:
         for cl in (False, True):
             fd = FastDecoder(vae, dt, device, channels_last=cl)
             name = f"fast-{'fp32' if dt == torch.float32 else 'bf16'}{'-channels_last' if cl else ''}"
-            out.append(Variant(f"decode:{model}", name, (lambda B, labels, fd=fd: fd(f_hat(B))), 0.0, dec, True))
+            out.append(Variant(f"decode:{model}", name, (lambda B, labels, fd=fd: fd(f_hat(B))), 0.0, dec_fast, True))
     return out
 
 

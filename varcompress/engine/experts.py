@@ -13,6 +13,10 @@
   static shapes, so it can sit inside a CUDA graph), and the results index_add-ed back.
   Where `_grouped_mm` is missing or refuses the shapes, a segment loop over the same
   sorted rows is used (one host read of the counts per call, not one per expert).
+  On CPU ("mixed", the default there) the choice is per call: `_grouped_mm`'s CPU
+  fallback has the lower fixed cost and the segment loop's BLAS GEMMs the higher rate,
+  so calls with at most `GROUPED_MAX_PAIRS` (token, expert) pairs take the grouped path
+  (measured on the digits student, docs/PERFORMANCE.md).
 - every expert active (top_k = routed): the dense FFN with the permuted weights.
 Dynamic-k routing (data-dependent pairs) uses the segment loop.
 """
@@ -33,6 +37,8 @@ def grouped_mm_ok(dtype: torch.dtype, *dims: int) -> bool:
 
 
 _PROBED: dict = {}
+DISPATCHES = ("auto", "grouped", "segments", "mixed")
+GROUPED_MAX_PAIRS = 1024  # CPU "mixed": above this many pairs the segment loop was faster
 
 
 def _grouped_mm_runs(dtype: torch.dtype, device: torch.device) -> bool:
@@ -85,10 +91,12 @@ class FastExpertFFN:
         import copy
         self.router = copy.deepcopy(m.router).to(device=device, dtype=dtype).eval()
         self.predicted_norms = m.router.predicted_norms
+        if dispatch not in DISPATCHES:
+            raise VarcompressError(f"engine: dispatch {dispatch!r} is not one of {', '.join(DISPATCHES)}")
         can_group = grouped_mm_ok(dtype, w1.shape[-1], h, self.C_out) and _grouped_mm_runs(dtype, device)
-        if dispatch == "auto":  # CPU: the segment loop (host reads are free there) measured as fast
-            dispatch = "grouped" if can_group and device.type == "cuda" else "segments"
-        if dispatch == "grouped" and not can_group:
+        if dispatch == "auto":  # GPU: grouped (no sync); CPU: by call size (host reads are free there)
+            dispatch = "grouped" if device.type == "cuda" else "mixed"
+        if dispatch in ("grouped", "mixed") and not can_group:
             dispatch = "segments"
         self.dispatch = dispatch
 
@@ -115,7 +123,7 @@ class FastExpertFFN:
             out = self.base.expand(N, -1).clone()
         if self.R and N and (self.routing == "dynamic" or self.top_k > 0):
             tok, exp = self._pairs(X)
-            if self.dispatch == "grouped":
+            if self.dispatch == "grouped" or (self.dispatch == "mixed" and tok.numel() <= GROUPED_MAX_PAIRS):
                 out.index_add_(0, tok, self._grouped(X.index_select(0, tok), exp))
             else:
                 self._segments(X, tok, exp, out)
