@@ -60,6 +60,7 @@ def test_compare_writes_everything(tiny_files, tmp_path):
     assert mag["flops_fraction"] == pytest.approx(0.7, abs=0.01) and tok["flops_reduction"] > 0
     assert dense["kl"] == pytest.approx(0.0, abs=1e-6) and dense["top1"] == 1.0
     assert all(r["accuracy"] is None and r["latency_s"] > 0 for r in on_disk["rows"])  # no testbed data set
+    assert all(r["engine_latency_s"] > 0 and r["engine_throughput_img_s"] > 0 for r in on_disk["rows"])
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert list(rows[0].keys()) == list(CSV_FIELDS) and len(rows) == 4
     md = (out / "table.md").read_text()

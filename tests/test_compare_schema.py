@@ -14,6 +14,7 @@ from varcompress.errors import VarcompressError
 def row(**kw):
     r = {"method": "m", "spec": "runs/m", "kind": "pruned", "params_total": 10, "params_active_per_token": 5.0,
          "gflops": 0.4, "flops_fraction": 0.75, "flops_reduction": 0.25, "latency_s": 0.3, "throughput_img_s": 53.3,
+         "engine_latency_s": 0.2, "engine_throughput_img_s": 80.0,
          "accuracy": 0.9, "fid": 12.0, "precision": 0.8, "recall": 0.7, "kl": 0.1, "top1": 0.8,
          "token_agreement": 0.5, "psnr_db": None, "grid": "grids/m.png", "details": {}}
     r.update(kw)

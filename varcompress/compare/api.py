@@ -120,13 +120,16 @@ def compare(entries: list[Entry], out: str | os.PathLike, dataset: str | None = 
         q, rel, imgs = _quality(m, t.var, dataset, proto, maps, is_t, opts.grid_per_class)
         details = {"info": m.info, "per_scale": rel.pop("per_scale")}
         rows.append({"method": e.label, "spec": e.spec, "kind": "teacher" if is_t else m.kind,
-                     **size_and_flops(m.var, teacher_g), "latency_s": None, "throughput_img_s": None, **q, **rel,
+                     **size_and_flops(m.var, teacher_g), "latency_s": None, "throughput_img_s": None,
+                     "engine_latency_s": None, "engine_throughput_img_s": None, **q, **rel,
                      "grid": None, "details": json.loads(json.dumps(details, default=str))})
         images[e.label] = imgs
     secs = time_generation([m.var for _, m, _ in everything], opts.batch, opts.repeats, opts.warmup, sampling,
                            seed=opts.seed, log=log)
-    for r, s in zip(rows, secs):
+    for r, (s, s_eng) in zip(rows, secs):
         r["latency_s"], r["throughput_img_s"] = s, opts.batch / s
+        if s_eng is not None:
+            r["engine_latency_s"], r["engine_throughput_img_s"] = s_eng, opts.batch / s_eng
     return _write(out, rows, images, t, teacher_spec, dataset, proto, opts, force)
 
 

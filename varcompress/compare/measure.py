@@ -55,22 +55,39 @@ def relative_metrics(var, teacher, maps, proto) -> dict:
                           "token_agreement": ss["token_agreement_per_scale"]}}
 
 
+def _runners(var, batch: int, sampling: dict, seed: int) -> tuple:
+    """(eager call, engine call or None) generating one batch of `var`; None where the engine refuses the model."""
+    from ..engine import Engine
+    from ..errors import VarcompressError
+
+    labels = torch.arange(batch, device=var.pos_1LC.device) % var.num_classes
+    try:
+        eng = Engine(var)
+    except VarcompressError:
+        eng = None
+    eager = lambda: var.autoregressive_infer_cfg(batch, labels, g_seed=seed, **sampling)  # noqa: E731
+    return eager, (lambda: eng.generate(batch, labels, g_seed=seed, **sampling)) if eng is not None else None
+
+
 @torch.no_grad()
 def time_generation(models: list, batch: int, repeats: int, warmup: int, sampling: dict, seed: int = 0,
-                    log=None) -> list[float]:
-    """Median seconds per batch of each model, measured round-robin (rotated order per repeat)."""
-    n = len(models)
+                    log=None) -> list[tuple[float, float | None]]:
+    """(eager, engine) median seconds per batch of each model, measured round-robin (order rotated per
+    repeat, every model's eager and engine calls in each round); engine None where it refuses a model."""
+    calls = [c for var in models for c in _runners(var, batch, sampling, seed)]
+    n = len(calls)
     times: list[list[float]] = [[] for _ in range(n)]
     for r in range(warmup + repeats):
         for j in range(n):
             i = (j + r) % n
-            var = models[i]
-            labels = torch.arange(batch, device=var.pos_1LC.device) % var.num_classes
+            if calls[i] is None:
+                continue
             t0 = time.perf_counter()
-            var.autoregressive_infer_cfg(batch, labels, g_seed=seed, **sampling)
+            calls[i]()
             dt = time.perf_counter() - t0
             if r >= warmup:
                 times[i].append(dt)
         if log is not None:
             log(f"latency: round {r + 1}/{warmup + repeats}")
-    return [statistics.median(t) for t in times]
+    med = [statistics.median(t) if t else None for t in times]
+    return list(zip(med[0::2], med[1::2]))

@@ -10,13 +10,15 @@ import numpy as np
 import torch
 
 CSV_FIELDS = ("method", "kind", "spec", "params_total", "params_active_per_token", "gflops", "flops_fraction",
-              "flops_reduction", "latency_s", "throughput_img_s", "accuracy", "fid", "precision", "recall", "kl",
+              "flops_reduction", "latency_s", "throughput_img_s", "engine_latency_s", "engine_throughput_img_s",
+              "accuracy", "fid", "precision", "recall", "kl",
               "top1", "token_agreement", "psnr_db", "grid")
 MD_COLUMNS = (  # header, key, format
     ("method", "method", "{}"), ("params total (M)", "params_total", "{:.3f}M"),
     ("active / token (M)", "params_active_per_token", "{:.3f}M"), ("GFLOPs/img (CFG)", "gflops", "{:.4f}"),
     ("FLOPs reduction", "flops_reduction", "{:.1%}"), ("latency (s/batch)", "latency_s", "{:.3f}"),
-    ("img/s", "throughput_img_s", "{:.1f}"), ("accuracy", "accuracy", "{:.3f}"), ("FID", "fid", "{:.2f}"),
+    ("img/s", "throughput_img_s", "{:.1f}"), ("engine latency (s/batch)", "engine_latency_s", "{:.3f}"),
+    ("engine img/s", "engine_throughput_img_s", "{:.1f}"), ("accuracy", "accuracy", "{:.3f}"), ("FID", "fid", "{:.2f}"),
     ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("KL", "kl", "{:.4f}"),
     ("top-1", "top1", "{:.3f}"))
 
@@ -39,7 +41,8 @@ def markdown(report: dict) -> str:
     lat, p = report["latency"], report["protocol"]
     lines = [f"# varcompress compare: {report['dataset'] or 'no testbed data set'} (teacher: {report['teacher']})", "",
              f"Quality: {p['n_per_class']} samples/class, seed {p['seed']}, sampling {p['sampling']}; KL / top-1 on "
-             f"{p['teacher_maps']} teacher-drawn maps. Latency: median of {lat['repeats']} round-robin runs, batch "
+             f"{p['teacher_maps']} teacher-drawn maps. Latency: eager path (`autoregressive_infer_cfg`) and "
+             f"`varcompress.engine`, median of {lat['repeats']} round-robin runs, batch "
              f"{lat['batch']}, {lat['threads']} thread(s), {lat['device']}.", "",
              "| " + " | ".join(h for h, _, _ in MD_COLUMNS) + " |",
              "|" + "|".join("---" if i == 0 else "---:" for i in range(len(MD_COLUMNS))) + "|"]

@@ -13,14 +13,15 @@ from typing import Any
 
 from ..errors import VarcompressError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: engine_latency_s / engine_throughput_img_s
 _NUM, _OPT_NUM = {"type": "number", "minimum": 0}, {"type": ["number", "null"]}
 
 ROW_SCHEMA: dict = {
     "type": "object",
     "additionalProperties": False,
     "required": ["method", "spec", "kind", "params_total", "params_active_per_token", "gflops",
-                 "flops_fraction", "flops_reduction", "latency_s", "throughput_img_s", "accuracy", "fid",
+                 "flops_fraction", "flops_reduction", "latency_s", "throughput_img_s", "engine_latency_s",
+                 "engine_throughput_img_s", "accuracy", "fid",
                  "precision", "recall", "kl", "top1", "token_agreement", "psnr_db", "grid", "details"],
     "properties": {
         "method": {"type": "string", "description": "label of the model (row name)"},
@@ -34,6 +35,9 @@ ROW_SCHEMA: dict = {
         "flops_reduction": {"type": "number", "description": "1 - flops_fraction"},
         "latency_s": {**_NUM, "description": "median seconds per generated batch (latency.batch images)"},
         "throughput_img_s": {**_NUM, "description": "latency.batch / latency_s"},
+        "engine_latency_s": {**_OPT_NUM, "description": "the same through varcompress.engine.Engine (null: the "
+                             "engine refuses the model); absent in reports written before it existed"},
+        "engine_throughput_img_s": {**_OPT_NUM, "description": "latency.batch / engine_latency_s"},
         "accuracy": {**_OPT_NUM, "description": "testbed class accuracy (shipped classifier)"},
         "fid": {**_OPT_NUM, "description": "testbed FID (classifier features)"},
         "precision": _OPT_NUM, "recall": _OPT_NUM,
