@@ -16,7 +16,7 @@ def test_bench_cli_small_model(tmp_path, capsys):
     assert rc == 0
     data = json.loads((tmp_path / "t.json").read_text())
     names = {r["variant"] for r in data["rows"] if r["model"] == "small"}
-    assert names == {"eager", "engine-fp32", "act[k4-keep0.7]-eager", "act[k4-keep0.7]-engine-fp32"}
+    assert names == {"eager", "eager+malloc", "engine-fp32", "act[k4-keep0.7]-eager", "act[k4-keep0.7]-engine-fp32"}
     eng = next(r for r in data["rows"] if r["variant"] == "engine-fp32")
     assert set(eng["breakdown_s"]) == {"transformer", "sampling", "next_input", "decode"}
     assert eng["images_per_s"] > 0 and "speedup_vs_eager" in eng and eng["decode_gflops_per_image"] > 0
@@ -68,7 +68,8 @@ def test_bf16_rows_are_compared_with_the_eager_path_under_bf16_autocast(tmp_path
                "--out", str(tmp_path), "--stem", "b"])
     assert rc == 0
     rows = {r["variant"]: r for r in json.loads((tmp_path / "b.json").read_text())["rows"]}
-    assert set(rows) == {"eager", "eager-bf16", "engine-fp32", "engine-bf16"}
+    assert set(rows) == {"eager", "eager+malloc", "eager-bf16", "engine-fp32", "engine-bf16"}
+    assert rows["eager+malloc"]["malloc_tuned"] and not rows["eager"]["malloc_tuned"]
     assert rows["eager-bf16"]["dtype"] == "bf16-autocast" and rows["eager-bf16"]["breakdown_s"]["decode"] > 0
     assert "speedup_vs_eager_bf16" in rows["engine-bf16"] and "speedup_vs_eager_bf16" not in rows["engine-fp32"]
     assert "x eager-bf16" in (tmp_path / "b.md").read_text()

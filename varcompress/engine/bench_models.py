@@ -115,10 +115,10 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
     dense = var_flops(var.cfg).transformer
     out = []
 
-    def eager_variant(m, name, gflops, info, autocast: torch.dtype | None = None):
+    def eager_variant(m, name, gflops, info, autocast: torch.dtype | None = None, malloc: bool = False):
         run, parts = eager_profiled(m, autocast)
         tag = "fp32" if autocast is None else "bf16-autocast"
-        return Variant(model, name, run, gflops, dec, False, parts, dict(info, dtype=tag))
+        return Variant(model, name, run, gflops, dec, malloc, parts, dict(info, dtype=tag))
 
     def engine_variants(m, prefix, gflops, info):
         dtypes = [torch.float32] + ([torch.bfloat16] if bf16 else [])
@@ -136,6 +136,8 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
 
     if eager:
         out.append(eager_variant(var, "eager", dense, {}))
+        if device.type == "cpu":  # the same call with the engine's malloc tuning: the allocator's share of the gain
+            out.append(eager_variant(var, "eager+malloc", dense, {}, malloc=True))
         if bf16:  # the official protocol: the eager call under bf16 autocast (the like-for-like bf16 baseline)
             out.append(eager_variant(var, "eager-bf16", dense, {}, torch.bfloat16))
     engine_variants(var, "", dense, {"fraction": 1.0})
