@@ -36,7 +36,7 @@ ROW_SCHEMA: dict = {
         "latency_s": {**_NUM, "description": "median seconds per generated batch (latency.batch images)"},
         "throughput_img_s": {**_NUM, "description": "latency.batch / latency_s"},
         "engine_latency_s": {**_OPT_NUM, "description": "the same through varcompress.engine.Engine (null: the "
-                             "engine refuses the model); absent in reports written before it existed"},
+                             "engine refuses the model)"},
         "engine_throughput_img_s": {**_OPT_NUM, "description": "latency.batch / engine_latency_s"},
         "accuracy": {**_OPT_NUM, "description": "testbed class accuracy (shipped classifier)"},
         "fid": {**_OPT_NUM, "description": "testbed FID (classifier features)"},

@@ -3,10 +3,10 @@
 The same modules and arithmetic as `VQVAE.fhat_to_img` (then (x + 1) / 2), run with
 in-place SiLU / residual adds and buffer reuse (on CPU every fresh large tensor costs
 page faults), each nearest-x2 upsample + 3x3 conv as four 2x2 convs on the small input
-(`SubpixelUpsample`: the same sums, 4 instead of 9 taps per output pixel), optionally in another dtype (bf16: oneDNN bf16 kernels on CPUs with
-AVX512-BF16, tensor cores on GPUs) and memory format (channels_last). The decoder is
-copied (the caller's VQVAE is never modified) unless it already has the wanted
-dtype, device and layout.
+(`SubpixelUpsample`: the same sums, 4 instead of 9 taps per output pixel), optionally
+in another dtype (bf16: oneDNN bf16 kernels on CPUs with AVX512-BF16, tensor cores on
+GPUs) and memory format (channels_last). The decoder is copied (the caller's VQVAE is
+never modified) unless it already has the wanted dtype, device and layout.
 """
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ class SubpixelUpsample:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
         xp = F.pad(x, (1, 1, 1, 1))
-        ph = [F.conv2d(xp[:, :, a:a + H + 1, b:b + W + 1], self.k[a][b], self.bias) for a in range(2) for b in range(2)]
+        ph = [F.conv2d(xp[:, :, a:a + H + 1, b:b + W + 1], self.k[a][b], self.bias)
+              for a in range(2) for b in range(2)]
         O = ph[0].shape[1]
         # (B, O, a, b, H, W) -> (B, O, H, a, W, b) = (B, O, 2H, 2W)
         y = torch.stack(ph, dim=2).view(B, O, 2, 2, H, W).permute(0, 1, 4, 2, 5, 3).reshape(B, O, 2 * H, 2 * W)
