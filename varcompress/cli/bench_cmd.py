@@ -23,7 +23,8 @@ def bench(
                                                             "pruned, distill run or export dir); repeatable."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="Also bf16 engine variants (default: if native)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="Also bf16 engine variants and the eager call "
+                                                                       "under bf16 autocast (default: if native)."),
     calib: int = typer.Option(2, help="Random calibration samples for converting random-weight models."),
     act_eager: bool = typer.Option(True, "--act-eager/--no-act-eager", help="Also time activated models' own eager path."),
     decode: bool = typer.Option(False, "--decode/--no-decode", help="Also time the decoder alone (layouts, dtypes)."),
