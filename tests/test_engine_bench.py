@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -95,3 +96,19 @@ def test_bench_times_a_users_activated_model_beside_its_teacher(tmp_path, capsys
     assert main(["bench", "--model", "small", "--student", str(student), "--repeats", "1", "--no-bf16",
                  "--out", str(tmp_path)]) == 2
     assert "--student needs a testbed --model" in capsys.readouterr().err
+
+
+def test_sampler_benchmark_script_writes_its_table(tmp_path):
+    import runpy
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sampler.py"
+    argv = sys.argv
+    sys.argv = [str(script), "--repeats", "1", "--out", str(tmp_path), "--stem", "s"]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert len(data["rows"]) == 4 and all(len(r["ms"]) == 3 and min(r["ms"].values()) > 0 for r in data["rows"])
+    assert "rejection (no sort)" in (tmp_path / "s.md").read_text()
