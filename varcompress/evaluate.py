@@ -4,7 +4,8 @@ Testbed metrics: `n_per_class` samples per class, scored by the shipped classifi
 against a fixed real reference of the same size (the first half of a real pool of
 2n, as in `reference_scores`, so the floor and ceiling are directly comparable).
 Teacher-relative metrics: KL / top-1 on teacher-drawn token maps and same-seed
-agreement. All seeds are fixed: two runs print the same numbers.
+agreement. All seeds are fixed and derived per purpose (`streams.derive_seed`), disjoint from
+every training and calibration draw: two runs print the same numbers.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .generation import per_class_labels, sample_classes
+from .streams import derive_seed
 
 
 @dataclass
@@ -46,7 +48,7 @@ def testbed_metrics(var, dataset: str, proto: EvalProtocol, progress: bool = Fal
     """Sample n_per_class images per class; return (metrics, images grouped by class)."""
     labels = per_class_labels(var.num_classes, proto.n_per_class)
     t0 = time.perf_counter()
-    images = sample_classes(var, labels, seed=proto.seed, progress=progress, **proto.sampling)
+    images = sample_classes(var, labels, seed=derive_seed(proto.seed, "sampling"), progress=progress, **proto.sampling)
     seconds = time.perf_counter() - t0
     metrics = testbed_evaluator(dataset, len(labels), proto.seed).evaluate(images, labels)
     metrics["sample_seconds"] = seconds
@@ -59,8 +61,8 @@ def teacher_metrics(student, teacher, proto: EvalProtocol) -> dict:
     from .teacher_tokens import balanced_labels, draw_token_maps
 
     maps = draw_token_maps(teacher, balanced_labels(proto.teacher_maps, teacher.num_classes),
-                           seed=proto.seed + 10_000, **proto.sampling)
+                           seed=derive_seed(proto.seed, "eval_maps"), **proto.sampling)
     out = teacher_forced_agreement(student, teacher, maps)
     out.update(same_seed_agreement(student, teacher, balanced_labels(proto.same_seed, teacher.num_classes),
-                                   seed=proto.seed + 20_000, **proto.sampling))
+                                   seed=derive_seed(proto.seed, "same_seed"), **proto.sampling))
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from .streams import batch_seeds
+
 
 @torch.no_grad()
 def sample_classes(var, labels: torch.Tensor, seed: int = 0, cfg: float = 1.5, top_k: int = 0,
@@ -11,9 +13,10 @@ def sample_classes(var, labels: torch.Tensor, seed: int = 0, cfg: float = 1.5, t
     """One image per label, in [0, 1]; batch i uses g_seed = seed + i, so runs are reproducible."""
     labels = torch.as_tensor(labels).long()
     out = []
-    for i in tqdm(range(0, len(labels), batch), desc="sampling", disable=not progress):
+    for i, g in tqdm(zip(range(0, len(labels), batch), batch_seeds(seed, len(labels), batch)), desc="sampling",
+                     disable=not progress):
         lb = labels[i:i + batch].to(var.pos_1LC.device)
-        out.append(var.autoregressive_infer_cfg(len(lb), lb, g_seed=seed + i, cfg=cfg, top_k=top_k,
+        out.append(var.autoregressive_infer_cfg(len(lb), lb, g_seed=g, cfg=cfg, top_k=top_k,
                                                 top_p=top_p).cpu())
     return torch.cat(out) if out else torch.empty(0, 3, 0, 0)
 

@@ -15,6 +15,7 @@ import torch
 from .. import __version__
 from ..checkpoint import atomic_dir
 from ..errors import VarcompressError
+from ..streams import derive_seed
 from .models import Entry, load_model
 from .schema import SCHEMA_VERSION, validate_report
 
@@ -109,7 +110,7 @@ def compare(entries: list[Entry], out: str | os.PathLike, dataset: str | None = 
                     or dict(cfg=1.5, top_k=900, top_p=0.96))
     proto = EvalProtocol(n_per_class=opts.n_per_class, seed=opts.seed, sampling=sampling,
                          teacher_maps=opts.teacher_maps, same_seed=opts.same_seed)
-    maps = draw_token_maps(t.var, balanced_labels(proto.teacher_maps, t.var.num_classes), seed=proto.seed + 10_000,
+    maps = draw_token_maps(t.var, balanced_labels(proto.teacher_maps, t.var.num_classes), seed=derive_seed(proto.seed, "eval_maps"),
                            **sampling)
     teacher_g = var_flops(t.var.cfg).transformer
     rows, images = [], {}

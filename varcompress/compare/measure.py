@@ -19,6 +19,7 @@ import time
 import torch
 
 from ..flops import FlopsReport, var_flops
+from ..streams import derive_seed
 
 LINEAR = ("qkv", "proj", "ffn", "router", "embed", "head")
 
@@ -48,7 +49,7 @@ def relative_metrics(var, teacher, maps, proto) -> dict:
 
     tf = teacher_forced_agreement(var, teacher, maps)
     ss = same_seed_agreement(var, teacher, balanced_labels(proto.same_seed, teacher.num_classes),
-                             seed=proto.seed + 20_000, **proto.sampling)
+                             seed=derive_seed(proto.seed, "same_seed"), **proto.sampling)
     return {"kl": tf["kl"], "top1": tf["top1_agreement"], "token_agreement": ss["token_agreement"],
             "psnr_db": _finite(ss["psnr_db"]),
             "per_scale": {"kl": tf["kl_per_scale"], "top1": tf["top1_per_scale"],

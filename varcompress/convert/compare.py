@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from ..streams import derive_seed
 from .api import convert
 from .calibrate import draw_calibration, with_uncond
 from .config import ConvertConfig
@@ -108,9 +109,9 @@ def compare_variants(teacher, variants: dict[str, ConvertConfig], calib=None, he
                      log=print) -> list[dict]:
     """Convert `teacher` with each variant (same calibration data) and evaluate on held-out data."""
     if calib is None:
-        calib = draw_calibration(teacher, calib_samples, seed)
+        calib = draw_calibration(teacher, calib_samples, derive_seed(seed, "calibration"))
     if heldout is None:
-        heldout = draw_calibration(teacher, heldout_samples, seed + 10_000)
+        heldout = draw_calibration(teacher, heldout_samples, derive_seed(seed, "held_out"))
     hl, hx = with_uncond(teacher, *heldout)
     t_logits = torch.cat([teacher(hl[i:i + 8], hx[i:i + 8]) for i in range(0, hl.shape[0], 8)])
     rows = []

@@ -29,9 +29,9 @@ CHOICES = {
     "router": ("linear", "mlp"),
     "router_target": ("log", "norm"),
     "routing": ("topk", "dynamic"),
-    "selector": ("learned", "residual"),
-    "reconstruction": ("identity", "prev_scale"),
-    "upsample": ("bilinear", "nearest"),
+    "selector": ("learned", "residual", "mean_distance"),
+    "reconstruction": ("identity", "prev_scale", "cached"),
+    "upsample": ("bilinear", "nearest", "area"),
     "allocation": ("uniform", "sensitivity"),
 }
 
@@ -55,6 +55,7 @@ class ConvertConfig:
     selector: str = "residual"
     reconstruction: str = "identity"
     upsample: str = "bilinear"
+    cache_scale: int | None = None  # reconstruction "cached": the scale whose update map fills skipped tokens
     flops_target: float | None = None
     allocation: str = "sensitivity"
     calib_samples: int = 32
@@ -99,6 +100,9 @@ class ConvertConfig:
         if self.expert_scales is not None and (not isinstance(self.expert_scales, int)
                                                 or isinstance(self.expert_scales, bool) or self.expert_scales < 1):
             _bad("expert_scales", f"must be a positive integer or None (all scales), got {self.expert_scales!r}")
+        if self.cache_scale is not None and (isinstance(self.cache_scale, bool) or not isinstance(self.cache_scale, int)
+                                             or self.cache_scale < 0):
+            _bad("cache_scale", f"must be a scale index >= 0 or None, got {self.cache_scale!r}")
         if not isinstance(self.compensation, bool):
             _bad("compensation", f"must be true or false, got {self.compensation!r}")
         if not isinstance(self.tau, (int, float)) or not 0 <= self.tau <= 1:
@@ -121,6 +125,8 @@ class ConvertConfig:
             _bad("experts", f"{self.experts} does not divide the FFN width {hidden}")
         if isinstance(self.top_k, list) and len(self.top_k) != depth:
             _bad("top_k", f"per-block list has {len(self.top_k)} entries, the model has {depth} blocks")
+        if self.cache_scale is not None and self.cache_scale >= num_scales:
+            _bad("cache_scale", f"{self.cache_scale} is not a scale of the model ({num_scales} scales)")
         if isinstance(self.keep_ratio, list) and len(self.keep_ratio) != num_scales:
             _bad("keep_ratio", f"per-scale list has {len(self.keep_ratio)} entries, the model has {num_scales} scales")
 

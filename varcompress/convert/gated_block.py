@@ -7,11 +7,13 @@ Rules (identical in teacher forcing and cached generation):
   tokens (of this and earlier scales). Teacher forcing gathers the kept rows of all
   scales and the block-causal mask per row to (B, 1, K, K); cached generation gathers
   per scale and the attention cache holds only kept tokens.
-- Skipped tokens get a reconstructed update: "identity" (zero: x passes through) or
-  "prev_scale" (the block's full update map at the previous scale, upsampled). Kept
-  tokens get exactly the inner block's output.
-While caching, the block keeps the previous scale's input and update maps as state;
-`kv_caching` resets it together with the attention caches.
+- Skipped tokens get a reconstructed update: "identity" (zero: x passes through),
+  "prev_scale" (the block's full update map at the previous scale, upsampled) or
+  "cached" (FastVAR's restoration: the block's update map at the fixed earlier scale
+  `cache_scale`, upsampled; zero at scales not after it). Kept tokens get exactly the
+  inner block's output.
+While caching, the block keeps the previous scale's input and update maps (and the
+cache scale's update map) as state; `kv_caching` resets it with the attention caches.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ def gather_bias(attn_bias: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 
 class GatedBlock(nn.Module):
     def __init__(self, inner: nn.Module, selector: TokenSelector, patch_nums, keep_counts: list[int],
-                 reconstruction: str = "prev_scale", upsample: str = "bilinear", expert_scales: int | None = None):
+                 reconstruction: str = "prev_scale", upsample: str = "bilinear", expert_scales: int | None = None,
+                 cache_scale: int = 0):
         super().__init__()
         S = len(patch_nums)
         # FFN experts are routed on the last `expert_scales` scales; earlier scales run the dense FFN
@@ -41,8 +44,9 @@ class GatedBlock(nn.Module):
         self.inner, self.selector = inner, selector
         self.patch_nums = tuple(patch_nums)
         self.keep_counts = list(keep_counts)
-        self.reconstruction, self.upsample = reconstruction, upsample
+        self.reconstruction, self.upsample, self.cache_scale = reconstruction, upsample, int(cache_scale)
         self._caching = False
+        self._cached_u: torch.Tensor | None = None  # update map at cache_scale (reconstruction "cached")
         self._state: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (scale, x map, update map)
         self.recorder: list | None = None  # set to a list to record executed (scale, ScaleWork)
 
@@ -50,7 +54,7 @@ class GatedBlock(nn.Module):
         return [m for m in self.inner.modules() if isinstance(m, ExpertFFN)]
 
     def kv_caching(self, enable: bool) -> None:
-        self._caching, self._state = enable, None
+        self._caching, self._state, self._cached_u = enable, None, None
         for m in self.inner.modules():
             if m is not self and callable(getattr(m, "kv_caching", None)):
                 m.kv_caching(enable)
@@ -89,6 +93,10 @@ class GatedBlock(nn.Module):
             if self._caching:
                 xl = x[:, -sizes[-1]:]
                 self._state = (b - 1, xl, y[:, -sizes[-1]:] - xl)
+                if a <= self.cache_scale < b:
+                    o = sum(sizes[:self.cache_scale - a])
+                    n = sizes[self.cache_scale - a]
+                    self._cached_u = y[:, o:o + n] - x[:, o:o + n]
             self._record(a, b)
             return y
         kept = self._select(x, a, b, sizes, state)
@@ -136,6 +144,7 @@ class GatedBlock(nn.Module):
         """Full output: kept rows = inner output; skipped rows = x + reconstructed update."""
         C, outs, off, ko = x.shape[2], [], 0, 0
         u_prev = state[2] if state is not None else None
+        u_cache = self._cached_u if self._caching else None
         xs = u = None
         for i, s in enumerate(range(a, b)):
             n, idx = sizes[i], kept[i]
@@ -146,17 +155,23 @@ class GatedBlock(nn.Module):
             else:
                 if self.reconstruction == "prev_scale" and u_prev is not None and s > 0:
                     u = upsample_tokens(u_prev, self.patch_nums[s - 1], self.patch_nums[s], self.upsample)
+                elif self.reconstruction == "cached" and u_cache is not None and s > self.cache_scale:
+                    u = upsample_tokens(u_cache, self.patch_nums[self.cache_scale], self.patch_nums[s], self.upsample)
                 else:
                     u = torch.zeros_like(xs)
                 ie = idx.unsqueeze(-1).expand(-1, -1, C)
                 u = u.scatter(1, ie, yks - xk[:, ko:ko + k])
                 ys = (xs + u).scatter(1, ie, yks)
             outs.append(ys)
+            if s == self.cache_scale:
+                u_cache = u
             u_prev, off, ko = u, off + n, ko + k
         if self._caching:
             self._state = (b - 1, xs, u)
+            self._cached_u = u_cache
         return torch.cat(outs, dim=1)
 
     def extra_repr(self) -> str:
         return (f"keep_counts={self.keep_counts}, reconstruction={self.reconstruction}, upsample={self.upsample}, "
+                f"cache_scale={self.cache_scale}, "
                 f"first_routed_scale={self.first_routed_scale}")

@@ -6,6 +6,8 @@ Scores (higher = compute this token):
   tokens, with one free intercept per scale (only the ranking within a scale matters).
 - "residual": ||x - up(x at the previous scale)||, parameter-free (what the coarser
   scale failed to explain).
+- "mean_distance": ||x - mean of the scale's tokens||^2 per row, parameter-free
+  (FastVAR's score: tokens far from the map's average carry the detail).
 The top `k_s` tokens of each (row, scale) are kept; kept indices stay in raster order.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 
 
 def upsample_tokens(t: torch.Tensor, pn_from: int, pn_to: int, mode: str) -> torch.Tensor:
-    """(B, pn_from^2, C) token map -> (B, pn_to^2, C) by bilinear or nearest interpolation."""
+    """(B, pn_from^2, C) token map -> (B, pn_to^2, C) by bilinear, nearest or area interpolation."""
     B, _, C = t.shape
     grid = t.transpose(1, 2).reshape(B, C, pn_from, pn_from)
     kw = {"align_corners": False} if mode == "bilinear" else {}
@@ -30,7 +32,7 @@ class TokenSelector(nn.Module):
         self.kind, self.eps, self.upsample, self.dim = kind, eps, upsample, dim
         if kind == "learned":
             self.score = nn.Linear(dim, 1)
-        elif kind != "residual":
+        elif kind not in ("residual", "mean_distance"):
             raise ValueError(f"unknown selector {kind!r}")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,13 +42,15 @@ class TokenSelector(nn.Module):
         """Scores (B, n) for the tokens x (B, n, C) of one scale; x_prev = the previous scale's map."""
         if self.kind == "learned":
             return self.score(self.features(x)).squeeze(-1)
+        if self.kind == "mean_distance":
+            return (x - x.mean(dim=1, keepdim=True)).pow(2).sum(dim=-1)
         if x_prev is None:
             return x.norm(dim=-1)
         return (x - upsample_tokens(x_prev, pn_prev, pn, self.upsample)).norm(dim=-1)
 
     def flops_per_token(self) -> float:
-        """Per scored token: the read-out (learned) or the residual's subtract/square/sum (residual)."""
-        return 2.0 * self.dim if self.kind == "learned" else 3.0 * self.dim
+        """Per scored token: the read-out (learned), subtract/square/sum (residual), plus the mean (mean_distance)."""
+        return {"learned": 2.0, "residual": 3.0, "mean_distance": 4.0}[self.kind] * self.dim
 
     def select(self, scores: torch.Tensor, k: int) -> torch.Tensor:
         """(B, k) indices of the top-k scores per row, ascending (raster order)."""

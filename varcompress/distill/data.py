@@ -1,7 +1,7 @@
 """Distillation data: multi-scale token maps, made once and cached in safetensors shards.
 
 - `source: teacher`: the teacher draws class-balanced samples itself with the recipe's
-  cfg / top_k / top_p (shard i holds samples [i*S, (i+1)*S) drawn with g_seed offset i*S).
+  cfg / top_k / top_p (shard i holds samples [i*S, (i+1)*S), drawn from `streams.derive_seed(seed, purpose, i*S)`).
 - `source: images`: an image folder (one sub-folder per class, sorted names = class ids)
   resized/centre-cropped to the VQVAE resolution and encoded into token maps.
 Shards hold `labels` (int64) and `idx` (N, L) token ids (int16 when V <= 32767); they go to
@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..checkpoint import atomic_write, remove_stale_temps
 from ..errors import VarcompressError
+from ..streams import derive_seed
 from ..training.resume import step_generator
 
 FORMAT_VERSION = 1
@@ -89,9 +90,12 @@ class ShardCache:
 
 
 # ---- teacher-drawn token maps --------------------------------------------------------------------------
-def teacher_cache(root, teacher_sha: str, sampling: dict, count: int, seed: int, shard_size: int) -> ShardCache:
+def teacher_cache(root, teacher_sha: str, sampling: dict, count: int, seed: int, shard_size: int,
+                  purpose: str = "train") -> ShardCache:
+    """The cache of `count` maps drawn from the (seed, purpose) stream (`streams.derive_seed`)."""
+    derive_seed(seed, purpose)  # a bad seed or purpose fails here, before anything is drawn
     fields = {"teacher_sha256": teacher_sha, "sampling": sampling, "count": count, "seed": seed,
-              "shard_size": shard_size, "labels": "balanced"}
+              "shard_size": shard_size, "labels": "balanced", "purpose": purpose}
     return ShardCache(Path(root), "teacher", fields, count, shard_size)
 
 
@@ -101,10 +105,10 @@ def draw_teacher_shards(cache: ShardCache, teacher, sampling: dict, progress: bo
 
     remove_stale_temps(cache.dir)
     labels = balanced_labels(cache.count, teacher.num_classes)
-    seed = cache.fields["seed"]
+    seed, purpose = cache.fields["seed"], cache.fields.get("purpose", "train")
     for i in tqdm(cache.missing(), desc="teacher token maps", disable=not progress):
         a, b = i * cache.shard_size, min(cache.count, (i + 1) * cache.shard_size)
-        maps = draw_token_maps(teacher, labels[a:b], seed=seed + a, **sampling)
+        maps = draw_token_maps(teacher, labels[a:b], seed=derive_seed(seed, purpose, a), **sampling)
         cache.write_shard(i, maps.labels, maps.idx, teacher.V)
     cache.finish()
 

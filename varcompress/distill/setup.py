@@ -85,7 +85,8 @@ def load_data(r: dict, t: Teacher, d, on_main):
                                                                progress=progress)
     held = None
     if r["run"]["eval_every"]:
-        held = teacher_cache(root, t.sha256, _sampling(r), r["eval"]["held_out"], dr["seed"] + 7919, dr["shard_size"])
+        held = teacher_cache(root, t.sha256, _sampling(r), r["eval"]["held_out"], dr["seed"], dr["shard_size"],
+                             purpose="held_out")
 
     def fill_all():
         with torch.no_grad():

@@ -3,7 +3,7 @@
 Every student parameter belongs to exactly one group:
   routers    the per-FFN expert routers
   selectors  the gated token selectors
-  experts    the expert weights (fc1/fc2 slices, fc2 bias)
+  experts    the expert weights (fc1/fc2 slices, fc2 bias); a dense model's FFN fc1/fc2
   attention  qkv / proj / biases / scale of every block's attention
   modulation the rest of each block (the adaLN projection)
   embeddings class / word / position / level embeddings
@@ -19,7 +19,7 @@ from torch import nn
 from ..convert.experts import ExpertFFN
 from ..convert.router import Router
 from ..errors import VarcompressError
-from ..models.var_blocks import SelfAttention
+from ..models.var_blocks import FFN, SelfAttention
 from .recipe import GROUPS
 from .relax import StudentHooks
 
@@ -40,7 +40,7 @@ def param_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
                 claim("routers", m)
         claim("selectors", getattr(blk, "selector", None))
         for m in blk.modules():
-            if isinstance(m, ExpertFFN):
+            if isinstance(m, (ExpertFFN, FFN)):  # a dense FFN (pruned baselines) is the experts' counterpart
                 claim("experts", m)
             elif isinstance(m, SelfAttention):
                 claim("attention", m)

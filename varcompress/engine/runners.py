@@ -71,7 +71,10 @@ class GatedRunner:
         S = len(self.pns)
         nxt_sparse = [si + 1 < S and self.keep[si + 1] < self.pns[si + 1] ** 2 for si in range(S)]
         self.save_x = [s and self.selector.kind == "residual" for s in nxt_sparse]
-        self.save_u = [s and self.recon == "prev_scale" for s in nxt_sparse]
+        self.cache = int(getattr(block, "cache_scale", 0))  # reconstruction "cached": FastVAR's fixed scale
+        later_sparse = any(self.keep[s] < self.pns[s] ** 2 for s in range(self.cache + 1, S))
+        self.save_u = [(s and self.recon == "prev_scale") or (self.recon == "cached" and si == self.cache
+                                                              and later_sparse) for si, s in enumerate(nxt_sparse)]
 
     @property
     def graph_safe(self) -> bool:
@@ -116,8 +119,11 @@ class GatedRunner:
         xk = x.gather(1, ie)
         yk = block_update(self.attn, ffn, xk, mod, self.eps, kc, vc, bg, ed)
         u_prev = self._load(st, "u", si - 1)
+        u_cache = self._load(st, "u", self.cache) if self.recon == "cached" and si > self.cache else None
         if self.recon == "prev_scale" and u_prev is not None and si > 0:
             u = self.upsample_tokens(u_prev, pn_prev, pn, self.mode)
+        elif u_cache is not None:
+            u = self.upsample_tokens(u_cache, self.pns[self.cache], pn, self.mode)
         else:
             u = torch.zeros_like(x)
         u = u.scatter_(1, ie, yk - xk)

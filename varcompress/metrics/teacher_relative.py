@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..streams import batch_seeds
 from ..teacher_tokens import TokenMaps
 
 
@@ -46,9 +47,9 @@ def same_seed_agreement(student, teacher, labels: torch.Tensor, seed: int = 0, c
     """Generate with the same seeds and classes; compare tokens per scale and images (PSNR)."""
     S = len(teacher.patch_nums)
     agree, n_tok, psnrs = torch.zeros(S), torch.zeros(S), []
-    for i in range(0, len(labels), batch):
+    for i, g in zip(range(0, len(labels), batch), batch_seeds(seed, len(labels), batch)):
         lb = labels[i:i + batch]
-        kw = dict(g_seed=seed + i, cfg=cfg, top_k=top_k, top_p=top_p, return_idx=True)
+        kw = dict(g_seed=g, cfg=cfg, top_k=top_k, top_p=top_p, return_idx=True)
         img_t, idx_t = teacher.autoregressive_infer_cfg(len(lb), lb, **kw)
         img_s, idx_s = student.autoregressive_infer_cfg(len(lb), lb, **kw)
         for s in range(S):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from ..errors import VarcompressError
 from ..sampling import sample_top_k_top_p
 from .var_blocks import AdaLNBeforeHead, AdaLNSelfAttn
 
@@ -90,7 +91,6 @@ class VAR(nn.Module):
         """Give the model its tokenizer (needed only for generation)."""
         if vae is not None:
             if vae.Cvae != self.Cvae or vae.vocab_size != self.V:
-                from ..errors import VarcompressError
                 raise VarcompressError(
                     f"VQVAE does not match the VAR: VQVAE has V={vae.vocab_size}, Cvae={vae.Cvae}; "
                     f"VAR expects V={self.V}, Cvae={self.Cvae}")
@@ -137,44 +137,8 @@ class VAR(nn.Module):
                                  cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
                                  more_smooth: bool = False, return_idx: bool = False):
         """Generate B images (in [0, 1]) scale by scale; rows [labels; unconditional] for CFG."""
-        if self.vae is None:
-            from ..errors import VarcompressError
-            raise VarcompressError("generation needs a VQVAE: load_var(path, vae=load_vae(...))")
-        if more_smooth:
-            from ..errors import VarcompressError
-            raise VarcompressError("more_smooth=True (Gumbel-softmax visualisation mode) is not supported")
-        dev = self.pos_1LC.device
-        rng = None
-        if g_seed is not None:
-            rng = torch.Generator(device=dev)
-            rng.manual_seed(g_seed)
-        label_B = self._labels(B, label_B, rng, dev)
-        quant = self.vae.quantize
-        cond_BD = self.class_emb(torch.cat((label_B, torch.full_like(label_B, self.num_classes))))
-        lvl_pos = self.lvl_pos()
-        x = (cond_BD.unsqueeze(1).expand(2 * B, self.first_l, -1)
-             + self.pos_start.expand(2 * B, self.first_l, -1) + lvl_pos[:, :self.first_l])
-        f_hat = cond_BD.new_zeros(B, self.Cvae, self.patch_nums[-1], self.patch_nums[-1])
-        SN, idx_list = len(self.patch_nums), []
-        self.set_kv_caching(True)
-        try:
-            for si, pn in enumerate(self.patch_nums):
-                h = self.run_blocks(x, cond_BD, None, (si, si + 1))
-                logits = self.get_logits(h, cond_BD)
-                t = cfg * si / (SN - 1)
-                logits = (1 + t) * logits[:B] - t * logits[B:]
-                idx_Bl = sample_top_k_top_p(logits, top_k=top_k, top_p=top_p, generator=rng)
-                idx_list.append(idx_Bl)
-                h_BChw = quant.embedding(idx_Bl).transpose(1, 2).reshape(B, self.Cvae, pn, pn)
-                f_hat, next_map = quant.get_next_autoregressive_input(si, SN, f_hat, h_BChw)
-                if si != SN - 1:
-                    nxt = next_map.view(B, self.Cvae, -1).transpose(1, 2)
-                    bg, ed = self.begin_ends[si + 1]
-                    x = (self.word_embed(nxt) + lvl_pos[:, bg:ed]).repeat(2, 1, 1)
-        finally:
-            self.set_kv_caching(False)
-        img = self.vae.fhat_to_img(f_hat).add(1).mul(0.5)
-        return (img, idx_list) if return_idx else img
+        return cfg_generate([self] * len(self.patch_nums), self.vae, B, label_B, g_seed, cfg, top_k, top_p,
+                            more_smooth, return_idx)
 
     def _labels(self, B: int, label_B, rng, dev) -> torch.Tensor:
         if label_B is None:
@@ -183,3 +147,64 @@ class VAR(nn.Module):
         if isinstance(label_B, int):
             return torch.full((B,), self.num_classes if label_B < 0 else label_B, device=dev)
         return torch.as_tensor(label_B, device=dev).long().reshape(B)
+
+
+@torch.no_grad()
+def cfg_generate(drawers: list[VAR], vae, B: int, label_B=None, g_seed: int | None = None, cfg: float = 1.5,
+                 top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False, return_idx: bool = False):
+    """Cached CFG generation in which `drawers[si]` draws scale si (one model for a plain VAR).
+
+    Every model runs each scale up to the last one it draws, so a model that takes over later
+    first prefills the earlier scales into its KV cache (CoDe's hand-over; `prune.split`).
+    """
+    if vae is None:
+        raise VarcompressError("generation needs a VQVAE: load_var(path, vae=load_vae(...))")
+    if more_smooth:
+        raise VarcompressError("more_smooth=True (Gumbel-softmax visualisation mode) is not supported")
+    first, models = drawers[0], list({id(m): m for m in drawers}.values())
+    last = {id(m): max(i for i, d in enumerate(drawers) if d is m) for m in models}
+    dev = first.pos_1LC.device
+    rng = None
+    if g_seed is not None:
+        rng = torch.Generator(device=dev)
+        rng.manual_seed(g_seed)
+    label_B = first._labels(B, label_B, rng, dev)
+    quant, patch_nums, Cvae = vae.quantize, first.patch_nums, first.Cvae
+    state = {}
+    for m in models:
+        cond_BD = m.class_emb(torch.cat((label_B, torch.full_like(label_B, m.num_classes))))
+        lvl_pos = m.lvl_pos()
+        x = (cond_BD.unsqueeze(1).expand(2 * B, m.first_l, -1)
+             + m.pos_start.expand(2 * B, m.first_l, -1) + lvl_pos[:, :m.first_l])
+        state[id(m)] = (cond_BD, lvl_pos, x)
+    f_hat = state[id(first)][0].new_zeros(B, Cvae, patch_nums[-1], patch_nums[-1])
+    SN, idx_list = len(patch_nums), []
+    for m in models:
+        m.set_kv_caching(True)
+    try:
+        for si, pn in enumerate(patch_nums):
+            logits = None
+            for m in models:
+                if si <= last[id(m)]:
+                    cond_BD, _, x = state[id(m)]
+                    h = m.run_blocks(x, cond_BD, None, (si, si + 1))
+                    if m is drawers[si]:
+                        logits = m.get_logits(h, cond_BD)
+            t = cfg * si / (SN - 1)
+            logits = (1 + t) * logits[:B] - t * logits[B:]
+            idx_Bl = sample_top_k_top_p(logits, top_k=top_k, top_p=top_p, generator=rng)
+            idx_list.append(idx_Bl)
+            h_BChw = quant.embedding(idx_Bl).transpose(1, 2).reshape(B, Cvae, pn, pn)
+            f_hat, next_map = quant.get_next_autoregressive_input(si, SN, f_hat, h_BChw)
+            if si != SN - 1:
+                nxt = next_map.view(B, Cvae, -1).transpose(1, 2)
+                bg, ed = first.begin_ends[si + 1]
+                for m in models:
+                    if si + 1 <= last[id(m)]:
+                        cond_BD, lvl_pos, _ = state[id(m)]
+                        state[id(m)] = (cond_BD, lvl_pos, (m.word_embed(nxt) + lvl_pos[:, bg:ed]).repeat(2, 1, 1))
+    finally:
+        for m in models:
+            m.set_kv_caching(False)
+    img = vae.fhat_to_img(f_hat).add(1).mul(0.5)
+    return (img, idx_list) if return_idx else img

@@ -1,8 +1,10 @@
-"""`prune(var, cfg)`: a dense VAR -> a statically pruned model that really computes less.
+"""`prune(var, cfg)`: a dense VAR -> a training-free baseline that really computes less.
 
 - magnitude / wanda: a plain VAR with narrower FFNs (same width in every block);
-- tokens: convert's ActivatedVAR with one always-on expert and fixed per-scale keep counts;
-- both: the narrower VAR, then the same token pruning on top.
+- residual-tokens / fastvar: convert's ActivatedVAR with one always-on expert and fixed
+  per-scale keep counts (residual score + prev-scale fill / FastVAR's mean distance + cache);
+- both / fastvar-wanda: the narrower VAR, then the same token pruning on top;
+- split: the teacher on the early scales, a smaller (block- and neuron-pruned) copy after.
 The FFN width / keep counts are solved so the model's transformer FLOPs (varcompress.flops,
 the counter every model goes through) are at most `flops_target` of the teacher's and
 within 1% of it; the result is checked, not assumed.
@@ -16,9 +18,11 @@ import torch
 
 from ..errors import VarcompressError
 from ..flops import var_flops
+from ..streams import derive_seed
 from .config import PruneConfig
 from .neurons import _ffns, activation_stats, neuron_scores, prune_neurons, select_neurons
-from .tokens import ffn_hidden_for, set_counts, solve_counts, static_token_model
+from .split import build_split
+from .tokens import ffn_hidden_for, set_counts, solve_counts, token_model
 
 MATCH_TOLERANCE = 0.01
 OFFICIAL_SAMPLING = dict(cfg=1.5, top_k=900, top_p=0.96)
@@ -45,7 +49,7 @@ def calibration(var, cfg: PruneConfig, sampling: dict | None = None):
     for k in ("cfg", "top_k", "top_p"):
         if getattr(cfg, f"calib_{k}") is not None:
             s[k] = getattr(cfg, f"calib_{k}")
-    maps = draw_token_maps(var, balanced_labels(cfg.calib_samples, var.num_classes), seed=cfg.seed + 50_000, **s)
+    maps = draw_token_maps(var, balanced_labels(cfg.calib_samples, var.num_classes), seed=derive_seed(cfg.seed, "calibration"), **s)
     dev = var.pos_1LC.device
     return maps.labels.to(dev), maps.x.to(dev)
 
@@ -81,45 +85,56 @@ def prune(var, cfg: PruneConfig | None = None, calib=None, sampling: dict | None
         raise VarcompressError("the dense VAR has FFNs of different widths; prune expects one width")
     teacher_g = var_flops(var.cfg).transformer
     target_g = cfg.flops_target * teacher_g
-    needs_calib = cfg.prunes_tokens or cfg.score == "wanda" or cfg.use_compensation
+    S = len(var.patch_nums)
+    needs_calib = cfg.prunes_tokens or cfg.score == "wanda" or cfg.use_compensation or cfg.method == "split"
     if calib is None and needs_calib:
         calib = calibration(var, cfg, sampling)
-    R = cfg.flops_target
-    counts = None
+    R, h, extra = cfg.flops_target, H, {}
+
+    def tokens(base):
+        return token_model(base, calib, cfg.sparse_scales, cfg.reconstruction, cfg.upsample, cfg.seed,
+                           cfg.selector, cfg.cache_scale)
+
     if cfg.method in ("magnitude", "wanda"):
         h = math.floor(ffn_hidden_for(var.cfg, target_g, H) + 1e-6)
         model = _width(var, cfg, h, calib)
-    elif cfg.method == "tokens":
-        model = static_token_model(var, calib, cfg.sparse_scales, cfg.reconstruction, cfg.upsample, cfg.seed)
+    elif cfg.method in ("residual-tokens", "fastvar"):
+        model = tokens(var)
         if cfg.keep_ratio is not None:
             _explicit_keep(model, cfg)
         else:
             solve_counts(model, target_g, cfg.sparse_scales)
-        h = H
-    else:  # both: tokens take token_share of the saving, neurons fill the rest exactly
-        tok = static_token_model(var, calib, cfg.sparse_scales, cfg.reconstruction, cfg.upsample, cfg.seed)
+    elif cfg.method == "split":
+        split = cfg.split_scale if cfg.split_scale is not None else max(1, S - 2)
+        if split > S:
+            raise VarcompressError(f"prune config: split_scale {split} is beyond the model's {S} scales")
+        depth = cfg.small_depth if cfg.small_depth is not None else math.ceil(var.cfg.depth / 2)
+        model, extra = build_split(var, target_g, split, depth, cfg.score, cfg.use_compensation, calib,
+                                   cfg.min_hidden)
+        h = extra["small_hidden"]
+    else:  # both / fastvar-wanda: tokens take token_share of the saving, neurons fill the rest exactly
+        tok = tokens(var)
         if cfg.keep_ratio is not None:
             _explicit_keep(tok, cfg)
         else:
             solve_counts(tok, teacher_g * (1 - cfg.token_share * (1 - R)), cfg.sparse_scales)
         counts = list(tok.blocks[0].keep_counts)
         h = math.floor(ffn_hidden_for(var.cfg, target_g, H, work=tok.scale_work()) + 1e-6)
-        pruned = _width(var, cfg, h, calib)
-        model = static_token_model(pruned, calib, cfg.sparse_scales, cfg.reconstruction, cfg.upsample, cfg.seed)
+        model = tokens(_width(var, cfg, h, calib))
         set_counts(model, counts)
     g = model_gflops(model)
-    explicit = cfg.method == "tokens" and cfg.keep_ratio is not None
+    explicit = cfg.method in ("residual-tokens", "fastvar") and cfg.keep_ratio is not None
     if not explicit and (g > target_g * (1 + 1e-9) or g < target_g * (1 - MATCH_TOLERANCE)):
         raise VarcompressError(f"could not match flops_target {R} within {MATCH_TOLERANCE:.0%}: got "
                                f"{g / teacher_g:.4f} of the teacher's FLOPs")
-    counts = list(model.blocks[0].keep_counts) if hasattr(model.blocks[0], "keep_counts") else \
-        [pn * pn for pn in var.patch_nums]
+    counts = list(model.blocks[0].keep_counts) if hasattr(model, "blocks") and \
+        hasattr(model.blocks[0], "keep_counts") else [pn * pn for pn in var.patch_nums]
     info = {"method": cfg.method, "score": cfg.score if cfg.prunes_neurons else None,
             "compensate": cfg.use_compensation if cfg.prunes_neurons else None,
             "hidden": int(h), "teacher_hidden": int(H), "keep_counts": counts,
             "scale_tokens": [pn * pn for pn in var.patch_nums],
             "teacher_gflops": teacher_g, "gflops": g, "fraction": g / teacher_g, "target_fraction": R,
             "match_error": g / target_g - 1, "calib_samples": int(calib[0].shape[0]) if calib is not None else 0,
-            "config": cfg.to_dict()}
+            **extra, "config": cfg.to_dict()}
     model.eval()
     return PruneResult(model, info)

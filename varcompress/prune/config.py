@@ -1,16 +1,24 @@
 """PruneConfig: every knob of `varcompress prune`, validated (one-line VarcompressErrors), JSON round-trippable.
 
-Methods (all static: the same computation for every token and image, no learning):
+Methods (all training-free; `prune --finetune` then trains every one with the same budget):
 - "magnitude": FFN neurons ranked by ||fc1 row||_2 * ||fc2 column||_2 (data-free).
 - "wanda":     FFN neurons ranked by ||a_j||_2 * ||fc2 column j||_1, a_j = the neuron's GELU
                output on calibration tokens drawn by the teacher (Wanda's |W| * ||X|| on
                fc2, summed over the column); optional bias compensation (the removed
                neurons' mean output is folded into the fc2 bias).
-- "tokens":    fixed per-scale keep counts on the last `sparse_scales` scales, kept tokens
-               chosen by convert's parameter-free `residual` score, skipped tokens
+- "residual-tokens" (formerly "tokens", still accepted): training-free token pruning:
+               fixed per-scale keep counts on the last `sparse_scales` scales, kept tokens
+               chosen per image by convert's parameter-free `residual` score, skipped tokens
                reconstructed like the activated model (`identity` | `prev_scale`).
-- "both":      neurons (magnitude or wanda, `neuron_score`) + tokens; `token_share` of the
-               FLOPs saving comes from tokens, the rest from neurons.
+- "fastvar":   FastVAR-style cached token pruning: on the last `sparse_scales` (2) scales
+               each block computes the tokens farthest from the scale's mean token; skipped
+               tokens get the block's update cached at `cache_scale` (default: the last dense
+               scale), upsampled (`upsample`, default area).
+- "both":      neurons (magnitude or wanda, `neuron_score`) + residual tokens; "fastvar-wanda":
+               neurons + FastVAR tokens; `token_share` of the FLOPs saving comes from tokens.
+- "split":     CoDe-style scale split: the teacher draws the first `split_scale` scales, a
+               neuron-pruned copy (`neuron_score`) prefills them and draws the rest; its width
+               is solved so the pair costs `flops_target`.
 `flops_target` is the transformer-FLOPs fraction of the *teacher* to reach (<=, within 1%).
 """
 from __future__ import annotations
@@ -21,9 +29,11 @@ from typing import Any
 
 from ..errors import VarcompressError
 
-METHODS = ("magnitude", "wanda", "tokens", "both")
+METHODS = ("magnitude", "wanda", "residual-tokens", "both", "fastvar", "fastvar-wanda", "split")
+ALIASES = {"tokens": "residual-tokens"}  # deprecated names -> current ones
+TOKEN_METHODS = ("residual-tokens", "both", "fastvar", "fastvar-wanda")
 CHOICES = {"method": METHODS, "neuron_score": ("magnitude", "wanda"),
-           "reconstruction": ("identity", "prev_scale"), "upsample": ("bilinear", "nearest")}
+           "reconstruction": ("identity", "prev_scale", "cached"), "upsample": ("bilinear", "nearest", "area")}
 
 
 @dataclass
@@ -32,10 +42,13 @@ class PruneConfig:
     flops_target: float = 0.75
     neuron_score: str = "wanda"          # scoring used by method "both"
     compensate: bool | None = None       # fold removed neurons' mean output into fc2.bias (None: wanda yes)
-    sparse_scales: int = 3               # token pruning only touches the last N scales
+    sparse_scales: int | None = None     # token pruning only touches the last N scales (None: 3; fastvar 2)
     keep_ratio: list[float] | None = None  # explicit per-scale keep ratios (tokens/both); None: solve
-    reconstruction: str = "prev_scale"
-    upsample: str = "bilinear"
+    reconstruction: str | None = None    # None: prev_scale (fastvar: cached)
+    upsample: str | None = None          # None: bilinear (fastvar: area)
+    cache_scale: int | None = None       # fastvar: scale whose block update fills skipped tokens (None: last dense)
+    split_scale: int | None = None       # split: scales drawn by the teacher (None: all but the last 2)
+    small_depth: int | None = None       # split: blocks of the small model (None: half the teacher's, rounded up)
     token_share: float = 0.5             # "both": share of the FLOPs saving taken by token pruning
     min_hidden: int = 8                  # never prune an FFN below this many neurons
     calib_samples: int = 64              # teacher-drawn maps for wanda scores (and convert's calibration)
@@ -45,6 +58,15 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.method in ALIASES:
+            self.method = ALIASES[self.method]
+        fast = self.method in ("fastvar", "fastvar-wanda")
+        if self.sparse_scales is None:
+            self.sparse_scales = 2 if fast else 3
+        if self.reconstruction is None:
+            self.reconstruction = "cached" if fast else "prev_scale"
+        if self.upsample is None:
+            self.upsample = "area" if fast else "bilinear"
         self.validate()
 
     def validate(self) -> "PruneConfig":
@@ -63,8 +85,15 @@ class PruneConfig:
         s = self.token_share
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
             _bad("token_share", f"must be in (0, 1), got {s!r}")
+        for name in ("cache_scale", "split_scale", "small_depth"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "cache_scale" else 1)):
+                _bad(name, f"must be a scale index ({'>= 0' if name == 'cache_scale' else '>= 1'}) or null, got {v!r}")
+        for name in ("split_scale", "small_depth"):
+            if getattr(self, name) is not None and self.method != "split":
+                _bad(name, f"only applies to method split, not {self.method!r}")
         if self.keep_ratio is not None:
-            if self.method not in ("tokens", "both"):
+            if self.method not in TOKEN_METHODS:
                 _bad("keep_ratio", f"only applies to methods tokens and both, not {self.method!r}")
             if not isinstance(self.keep_ratio, list) or not self.keep_ratio:
                 _bad("keep_ratio", "must be a non-empty list of per-scale ratios")
@@ -77,16 +106,21 @@ class PruneConfig:
 
     @property
     def prunes_neurons(self) -> bool:
-        return self.method in ("magnitude", "wanda", "both")
+        return self.method in ("magnitude", "wanda", "both", "fastvar-wanda", "split")
 
     @property
     def prunes_tokens(self) -> bool:
-        return self.method in ("tokens", "both")
+        return self.method in TOKEN_METHODS
+
+    @property
+    def selector(self) -> str:
+        """Token score: FastVAR's distance to the scale mean, else convert's residual score."""
+        return "mean_distance" if self.method in ("fastvar", "fastvar-wanda") else "residual"
 
     @property
     def score(self) -> str:
         """The neuron score in use ('magnitude' | 'wanda')."""
-        return self.neuron_score if self.method == "both" else self.method
+        return self.method if self.method in ("magnitude", "wanda") else self.neuron_score
 
     @property
     def use_compensation(self) -> bool:

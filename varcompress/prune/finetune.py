@@ -1,19 +1,22 @@
-"""Fine-tune a static baseline with the distillation budget of a `varcompress distill` recipe.
+"""Fine-tune a baseline with the budget of a `varcompress distill` recipe: fair by construction.
 
 Why not `varcompress distill` itself: it takes activated students converted from a VAR of
 the teacher's exact shape (`student.from` checks the VARConfig), so a neuron-pruned VAR
-(smaller mlp_ratio) cannot go through it. This loop gives every baseline the same budget:
+(smaller mlp_ratio) or a scale split cannot go through it. This loop gives every
+baseline exactly what the recipe gives its student:
 - the same data: the recipe's teacher-drawn token maps (the very same cache entry, drawn
   if missing), the same batches in the same order (`distill.data.global_batch`: seed,
   step, batch, uncond_prob);
 - the same number of optimiser steps (the sum over the recipe's stages), batch size and
-  schedule of the stage that trains weights (the last stage listing `experts`: lr,
-  warm-up, cosine floor, weight decay, gradient clipping; AdamW betas (0.9, 0.95));
-- the same trainable weights as that stage has for expert FFNs: the FFN weights
-  (fc1/fc2, or an always-on expert's), nothing else;
+  schedule of the stage that trains weights (the last stage listing `experts` or `all`:
+  lr, warm-up, cosine floor, weight decay, gradient clipping; AdamW betas (0.9, 0.95));
+- the same trainable parameter groups as that stage (`train:`, e.g. `[all]`), resolved
+  by distill's own `param_groups` (a dense FFN counts as `experts`); a scale split
+  trains its small model only (the teacher part stays the teacher);
 - the loss is plain logits KL(teacher || student) per token (distill's `kl` at T=1);
   the activated student also gets its feature/router losses and a stage that aligns
-  routers and selectors, which static baselines do not have.
+  routers and selectors, which the baselines spend on the same groups instead.
+The summary records groups, steps and seeds, which `compare` prints per row.
 """
 from __future__ import annotations
 
@@ -23,7 +26,12 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
+from ..distill.data import default_cache_dir, draw_teacher_shards, global_batch, teacher_cache, to_var_input
+from ..distill.losses import kl_loss
+from ..distill.recipe import load_recipe, parse_recipe
+from ..distill.stages import param_groups, stage_groups
 from ..errors import VarcompressError
+from ..training.schedule import set_lr, warmup_cosine
 
 
 @dataclass
@@ -39,6 +47,7 @@ class FinetuneBudget:
     uncond_prob: float
     data: dict           # count, seed, shard_size, cache_dir, cfg, top_k, top_p (None: the teacher's)
     recipe: str | None = None
+    train: tuple[str, ...] = ("experts",)  # the weight stage's parameter groups (distill's names)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,8 +55,6 @@ class FinetuneBudget:
 
 def budget_from_recipe(path_or_dict) -> FinetuneBudget:
     """Read the budget off a distill recipe (validated by the distill recipe parser)."""
-    from ..distill.recipe import load_recipe, parse_recipe
-
     r = parse_recipe(dict(path_or_dict)) if isinstance(path_or_dict, dict) else load_recipe(path_or_dict)
     if r["data"]["source"] != "teacher":
         raise VarcompressError("finetune recipe: only data.source: teacher is supported for baselines")
@@ -59,29 +66,23 @@ def budget_from_recipe(path_or_dict) -> FinetuneBudget:
                           lr_floor=st["lr_floor"], weight_decay=st["weight_decay"], grad_clip=st["grad_clip"],
                           batch=r["run"]["batch"], seed=r["run"]["seed"], uncond_prob=d["uncond_prob"],
                           data={k: d[k] for k in ("count", "seed", "shard_size", "cache_dir", "cfg", "top_k", "top_p")},
-                          recipe=None if isinstance(path_or_dict, dict) else str(path_or_dict))
+                          recipe=None if isinstance(path_or_dict, dict) else str(path_or_dict),
+                          train=tuple(st["train"]))
 
 
-def ffn_parameters(model) -> list[torch.nn.Parameter]:
-    """The FFN weights: fc1/fc2 of dense blocks, or the expert tensors of always-on ExpertFFNs."""
-    from ..convert.experts import ExpertFFN
-
-    params = []
-    for blk in model.blocks:
-        for m in blk.modules():
-            if isinstance(m, ExpertFFN):
-                params += [m.experts_w1, m.experts_b1, m.experts_w2, m.experts_b2]
-            elif all(isinstance(getattr(m, n, None), torch.nn.Linear) for n in ("fc1", "fc2")):
-                params += list(m.fc1.parameters()) + list(m.fc2.parameters())
+def trainable_parameters(model, groups) -> tuple[list[torch.nn.Parameter], list[str]]:
+    """The parameters of `groups` (distill's names; `all` = every group) and the groups that hold any."""
+    target = getattr(model, "trainable_module", model)
+    named = param_groups(target)
+    names = stage_groups({"train": list(groups)})
+    params = [p for g in names for _, p in named[g]]
     if not params:
-        raise VarcompressError("fine-tuning: the model has no FFN weights to train")
-    return params
+        raise VarcompressError(f"fine-tuning: groups {', '.join(groups)} hold no parameters in this model")
+    return params, [g for g in names if named[g]]
 
 
 def teacher_data(teacher, teacher_sha: str, budget: FinetuneBudget, sampling: dict, progress: bool = False):
     """The recipe's token maps (the cache entry `varcompress distill` uses), drawn if missing."""
-    from ..distill.data import default_cache_dir, draw_teacher_shards, teacher_cache
-
     d = budget.data
     s = {k: (d[k] if d[k] is not None else sampling[k]) for k in ("cfg", "top_k", "top_p")}
     root = d["cache_dir"] or default_cache_dir()
@@ -93,12 +94,8 @@ def teacher_data(teacher, teacher_sha: str, budget: FinetuneBudget, sampling: di
 
 
 def finetune(student, teacher, data, budget: FinetuneBudget, progress: bool = False) -> dict:
-    """Train `student`'s FFN weights in place on KL(teacher || student); returns a summary."""
-    from ..distill.data import global_batch, to_var_input
-    from ..distill.losses import kl_loss
-    from ..training.schedule import set_lr, warmup_cosine
-
-    params = ffn_parameters(student)
+    """Train `student`'s budget groups in place on KL(teacher || student); returns a summary."""
+    params, held = trainable_parameters(student, budget.train)
     for p in student.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -131,6 +128,7 @@ def finetune(student, teacher, data, budget: FinetuneBudget, progress: bool = Fa
         for p in student.parameters():
             p.requires_grad_(False)
     k = max(1, len(losses) // 10)
-    return {"budget": budget.to_dict(), "loss": "kl", "trained": "ffn", "steps": len(losses),
+    return {"budget": budget.to_dict(), "loss": "kl", "trained": list(budget.train), "groups": held,
+            "seeds": {"run": budget.seed, "data": budget.data["seed"]}, "steps": len(losses),
             "first_loss": sum(losses[:k]) / k, "last_loss": sum(losses[-k:]) / k,
             "seconds": round(time.time() - t0, 1)}

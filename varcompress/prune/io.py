@@ -5,6 +5,8 @@ DIR/var.pth      neuron pruning: a plain official-format VAR state dict (smaller
                  `varcompress.load_var(DIR/var.pth)` and the official code load it as is
 DIR/model.safetensors + DIR/config.json
                  token pruning (and both): convert's activated-model format; `varcompress.load(DIR)`
+DIR/teacher.pth + DIR/small.pth
+                 scale split: both models in the official format; prune.json's split_scale joins them
 """
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from pathlib import Path
 from .. import __version__
 from ..checkpoint import atomic_dir, read_format_json
 from ..errors import VarcompressError
+from .split import ScaleSplitVAR
 
 FORMAT = "varcompress-pruned"
 FORMAT_VERSION = 1
 VAR_FILE = "var.pth"
+SPLIT_FILES = ("teacher.pth", "small.pth")
 
 
 def is_pruned_dir(path: str | os.PathLike) -> bool:
@@ -36,6 +40,10 @@ def save_pruned(model, info: dict, out_dir: str | os.PathLike, source: dict | No
         if isinstance(model, ActivatedVAR):
             write_activated_files(model, tmp, source_sha256=(source or {}).get("sha256"), source=source)
             files = ["model.safetensors", "config.json"]
+        elif isinstance(model, ScaleSplitVAR):
+            for name, m in zip(SPLIT_FILES, (model.large, model.small)):
+                save_state_dict(m.state_dict(), tmp / name)
+            files = list(SPLIT_FILES)
         else:
             save_state_dict(model.state_dict(), tmp / VAR_FILE)
             files = [VAR_FILE]
@@ -61,6 +69,10 @@ def load_pruned(path: str | os.PathLike, vae=None):
     d = Path(path)
     if VAR_FILE in info.get("files", []):
         model = load_var(d / VAR_FILE, vae=vae)
+    elif SPLIT_FILES[1] in info.get("files", []):
+        if not isinstance(info.get("split_scale"), int):
+            raise VarcompressError(f"{path}: prune.json lacks the split_scale of its scale-split model")
+        model = ScaleSplitVAR(*(load_var(d / n, vae=vae) for n in SPLIT_FILES), info["split_scale"]).eval()
     else:
         model = load_activated(d, vae=vae)
     return model, info

@@ -1,10 +1,13 @@
-"""Static token pruning, built through `convert` so the computation and the FLOPs count are the activated model's.
+"""Training-free token pruning, built through `convert` so the computation and the FLOPs count are the activated model's.
 
 The model is convert's ActivatedVAR with one expert that is always on (the FFN stays
-dense, no router runs) and the parameter-free `residual` selector: at scale s every
-block computes the `k_s` tokens with the largest ||x - up(x at scale s-1)|| and
-reconstructs the others (`identity` | `prev_scale`), exactly as the activated model
-does; nothing is learned. FLOPs come from `ActivatedVAR.flops()` (varcompress.flops).
+dense, no router runs) and a parameter-free selector: at scale s every block computes
+the `k_s` tokens with the highest score and reconstructs the others, exactly as the
+activated model does; nothing is learned. Two flavours share this code:
+- residual tokens: score ||x - up(x at scale s-1)||, reconstruction `identity` | `prev_scale`;
+- FastVAR-style cached token pruning: score ||x - mean||^2, reconstruction `cached` (the
+  block's update at `cache_scale`, upsampled).
+FLOPs come from `ActivatedVAR.flops()` (varcompress.flops).
 
 Keep counts for a target: one ratio on the last `sparse_scales` scales (bisection), then
 the largest FLOPs under the target among counts within +-SLACK tokens of that ratio's on
@@ -27,20 +30,23 @@ SLACK = 2
 
 
 def token_convert_config(num_scales: int, sparse_scales: int, reconstruction: str, upsample: str,
-                         calib_samples: int, seed: int) -> ConvertConfig:
-    """All scales dense to start with; one always-on expert; the parameter-free residual selector."""
+                         calib_samples: int, seed: int, selector: str = "residual",
+                         cache_scale: int | None = None) -> ConvertConfig:
+    """All scales dense to start with; one always-on expert; a parameter-free selector."""
     return ConvertConfig(experts=1, top_k=None, clustering="random", router="linear", router_steps=0,
                          compensation=False, keep_ratio=[1.0] * num_scales,
-                         sparse_scales=min(sparse_scales, num_scales), selector="residual",
-                         reconstruction=reconstruction, upsample=upsample, flops_target=None,
+                         sparse_scales=min(sparse_scales, num_scales), selector=selector,
+                         reconstruction=reconstruction, upsample=upsample, cache_scale=cache_scale, flops_target=None,
                          calib_samples=calib_samples, calib_tokens=2048, seed=seed)
 
 
 @torch.no_grad()
-def static_token_model(var, calib, sparse_scales: int, reconstruction: str, upsample: str, seed: int = 0):
+def token_model(var, calib, sparse_scales: int, reconstruction: str, upsample: str, seed: int = 0,
+                selector: str = "residual", cache_scale: int | None = None):
     """An ActivatedVAR equal to `var` (every token computed) whose keep counts `set_counts` then lowers."""
     S = len(var.patch_nums)
-    cfg = token_convert_config(S, sparse_scales, reconstruction, upsample, max(1, calib[0].shape[0]), seed)
+    cfg = token_convert_config(S, sparse_scales, reconstruction, upsample, max(1, calib[0].shape[0]), seed,
+                               selector, cache_scale)
     model = convert(var, cfg, calib=calib)
     model.convert_report = {}  # (expert/router statistics of a single always-on expert mean nothing)
     return model
