@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from varcompress.checkpoint import atomic_write
 from varcompress.engine.cpu import describe_device
 from varcompress.engine.sampler import sample_top_k_top_p_fast
 from varcompress.sampling import sample_top_k_top_p
@@ -69,11 +70,11 @@ def main() -> None:
         md.append(f"| {r['case']} | {r['rows']} x {r['vocab']} | {cells} |")
     text = "\n".join(md) + "\n"
     print(text)
-    a.out.mkdir(parents=True, exist_ok=True)
     meta = {"threads": a.threads, "repeats": a.repeats, "top_k": a.top_k, "top_p": a.top_p, "torch": torch.__version__,
             "device": describe_device(torch.device("cpu"))}
-    (a.out / f"{a.stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    (a.out / f"{a.stem}.md").write_text(text)
+    js = json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n"
+    atomic_write(a.out / f"{a.stem}.json", lambda tmp: Path(tmp).write_text(js))
+    atomic_write(a.out / f"{a.stem}.md", lambda tmp: Path(tmp).write_text(text))
 
 
 if __name__ == "__main__":

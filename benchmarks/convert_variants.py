@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from varcompress.checkpoint import atomic_write
 from varcompress.convert.compare import PRESETS, compare_variants, preset_variants
 
 
@@ -57,7 +58,8 @@ def main() -> None:
         results[name] = compare_variants(teacher, variants,
                                          gen_labels=gen_labels, calib_samples=args.calib,
                                          heldout_samples=args.heldout)
-    args.out.write_text(json.dumps(results, indent=1))
+    text = json.dumps(results, indent=1)
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
     print(f"wrote {args.out}")
 
 

@@ -1,7 +1,8 @@
 """Safe reading and atomic writing of state dicts (.pth and .safetensors).
 
-Every load goes through `read_state_dict`, which only unpickles plain tensors
-(`weights_only=True`) and turns every failure into one clear `VarcompressError`.
+Every load goes through `read_state_dict` (or `read_training_state` for resumable training
+states), which only unpickle plain tensors (`weights_only=True`) and turn every failure
+into one clear `VarcompressError`. The writers live in `durable.py` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -9,28 +10,20 @@ import hashlib
 import os
 import pickle
 import re
-import shutil
-import tempfile
-import uuid
 import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from .durable import (append_line, atomic_dir, atomic_write, is_temp_name, recover_dir,  # noqa: F401 (re-exported)
+                      remove_stale_temps, replace_dir)
 from .errors import VarcompressError
 
 
 def read_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, torch.Tensor]:
     """Load a state dict from `.pth` or `.safetensors`, refusing anything but tensors."""
-    path = Path(path)
-    if not path.exists():
-        raise VarcompressError(f"{path}: no such file")
-    if path.is_dir():
-        raise VarcompressError(f"{path}: is a directory, expected a checkpoint file")
-    if path.stat().st_size == 0:
-        raise VarcompressError(f"{path}: file is empty")
+    path = _check_file(path)
     if path.suffix == ".safetensors":
         sd = _read_safetensors(path)
     else:
@@ -41,6 +34,30 @@ def read_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, tor
     if bad:
         raise VarcompressError(f"{path}: not a state_dict of tensors (entry {bad[0]!r})")
     return dict(sd)
+
+
+def read_training_state(path: str | os.PathLike) -> dict:
+    """A resumable training state (nested dicts of tensors, numbers, strings) through the same
+    weights_only reader; a torn or corrupt file is one `VarcompressError`."""
+    path = _check_file(path)
+    state = _read_torch(path, mmap=False)
+    if not isinstance(state, Mapping):
+        raise VarcompressError(f"{path}: not a training state (found {type(state).__name__})")
+    return dict(state)
+
+
+def _check_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise VarcompressError(f"{path}: no such file")
+        if path.is_dir():
+            raise VarcompressError(f"{path}: is a directory, expected a checkpoint file")
+        if path.stat().st_size == 0:
+            raise VarcompressError(f"{path}: file is empty")
+    except OSError as e:
+        raise VarcompressError(f"{path}: {e.strerror or e}") from None
+    return path
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -140,69 +157,10 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def atomic_write(path: str | os.PathLike, write_fn, force: bool = True) -> Path:
-    """Write via `write_fn(tmp_path)` then rename: a crash never leaves a partial file."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise VarcompressError(f"{path}: exists (use --force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def save_state_dict(sd: Mapping[str, torch.Tensor], path: str | os.PathLike, force: bool = True) -> Path:
     """Save in the official format (a bare dict of tensors, torch.save) atomically."""
     clean = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
     return atomic_write(path, lambda tmp: torch.save(clean, tmp), force=force)
-
-
-@contextmanager
-def atomic_dir(out: str | os.PathLike, force: bool = False):
-    """Yield a fresh temporary directory next to `out`; when the block succeeds it becomes `out`.
-
-    Refuses an existing `out` unless force; on any failure the temporary directory is removed,
-    so `out` is the old directory or the complete new one, never half of one.
-    """
-    out = Path(out)
-    if out.exists() and not force:
-        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 directories
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
-    """Move a fully written temporary directory into place; an old `out` is swapped out first.
-
-    Readers see either the old directory or the new one, never a half-written one.
-    """
-    tmp, out = Path(tmp), Path(out)
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        os.replace(tmp, out)
 
 
 def read_format_json(path: str | os.PathLike, fmt: str, max_version: int, kind: str) -> dict:
@@ -222,19 +180,3 @@ def read_format_json(path: str | os.PathLike, fmt: str, max_version: int, kind: 
     if version > max_version:
         raise VarcompressError(f"{path}: format version {version} is newer than this varcompress")
     return data
-
-
-def is_temp_name(name: str) -> bool:
-    """Names our atomic writers give work in progress (`.x.abc.tmp`, `.x.tmp-ab12`, `.x.old-ab12`)."""
-    return name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name or ".old-" in name)
-
-
-def remove_stale_temps(folder: str | os.PathLike) -> int:
-    """Delete what a killed writer left behind in `folder` (never a finished artifact); returns the count."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return 0
-    stale = [p for p in folder.iterdir() if is_temp_name(p.name)]
-    for p in stale:
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    return len(stale)

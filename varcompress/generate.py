@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import atomic_dir, atomic_write
+from .durable import check_output
 from .distill.dist import Dist
 from .errors import VarcompressError
 from .metrics.imagenet_fid import to_uint8_nhwc
@@ -57,8 +58,7 @@ def generate_images(var, classes, n_per_class: int, **kw) -> np.ndarray:
 
 
 def _refuse_existing(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+    check_output(out, force)
 
 
 def write_samples_dir(images: np.ndarray, classes, n_per_class: int, out, manifest: dict,

@@ -1,7 +1,8 @@
 """The `varcompress` command line: one verb per workflow.
 
-Every command turns a `VarcompressError` (bad file, bad flag, bad recipe) into one
-line on stderr and exit code 2, never a traceback.
+Every command turns a `VarcompressError` (bad file, bad flag, bad recipe) and every
+operating-system error (exists, not a directory, permission, disk full, read-only file
+system: the path and the cause) into one line on stderr and exit code 2, never a traceback.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import typer
 
 from .. import __version__
+from ..durable import os_error_line
 from ..errors import VarcompressError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, standalone_mode=False)
     except VarcompressError as e:
         typer.echo(f"error: {e}", err=True)
+        return 2
+    except OSError as e:  # one not already turned into a VarcompressError by the writers
+        typer.echo(f"error: {os_error_line(e)}", err=True)
         return 2
     except typer.Abort:
         typer.echo("aborted", err=True)

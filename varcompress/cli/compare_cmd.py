@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from ..durable import check_output
 from ..errors import VarcompressError
 from . import app
 
@@ -21,10 +22,13 @@ def compare_cmd(
     teacher: Optional[str] = typer.Option(None, help="Teacher (testbed name or VAR .pth; default: the dataset's)."),
     vae: Optional[Path] = typer.Option(None, help="VQVAE .pth (not needed on the testbed)."),
     n_per_class: Optional[int] = typer.Option(None, help="Samples per class for testbed metrics (default 50)."),
-    batch: Optional[int] = typer.Option(None, help="Latency batch size (default 16)."),
-    repeats: Optional[int] = typer.Option(None, help="Timed latency rounds (default 5)."),
-    seed: Optional[int] = typer.Option(None),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    batch: Optional[List[int]] = typer.Option(None, "--batch", help="Latency batch size; repeatable (default 1 and 16)."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", "--repeats",
+                                         help="Fresh-process latency rounds, alternating order (default 3)."),
+    seed: Optional[int] = typer.Option(None, help="Base seed of the evaluation maps and the real reference."),
+    seeds: Optional[List[int]] = typer.Option(None, "--sample-seed", help="Sampling seed of the testbed metrics; "
+                                                                           "repeatable (default 0 1 2)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (also of every timing process; default 1)."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ):
     """Compare models against their teacher: params, GFLOPs, latency, throughput, quality; Markdown/CSV/JSON + PNGs."""
@@ -36,15 +40,16 @@ def compare_cmd(
         if threads < 1:
             raise VarcompressError("--threads must be >= 1")
         torch.set_num_threads(threads)
-    if out.exists() and not force:
-        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+    check_output(out, force)
     entries, where, opts = [], {"dataset": None, "teacher": None, "vae": None}, CompareOptions()
     if recipe is not None:
         entries, where, opts = load_compare_recipe(recipe)
     entries = entries + [parse_spec(m) for m in (models or [])]
     if not entries:
         raise VarcompressError("compare: give model specs or --recipe")
-    for k, v in (("n_per_class", n_per_class), ("batch", batch), ("repeats", repeats), ("seed", seed)):
+    for k, v in (("n_per_class", n_per_class), ("batches", list(batch or []) or None), ("rounds", rounds),
+                 ("seed", seed), ("seeds", list(seeds or []) or None),
+                 ("threads", threads)):
         if v is not None:
             setattr(opts, k, v)
     ds = dataset or where["dataset"]

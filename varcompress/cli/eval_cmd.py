@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..durable import check_output
 from ..errors import VarcompressError
 from . import app
 
@@ -45,8 +46,8 @@ def eval_(
     from ..viz import save_grid
 
     for out in (json_out, grid):
-        if out is not None and out.exists() and not force:
-            raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+        if out is not None:
+            check_output(out, force)
     if n_per_class < 2:
         raise VarcompressError("--n-per-class must be >= 2")
     m = resolve_model(model, vae, dataset)

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..durable import check_output
 from ..errors import VarcompressError
 from . import app
 
@@ -59,8 +60,8 @@ def _check(out, npz, per_image, n, batch, seed, cfg, top_k, top_p, device, force
         if not torch.cuda.is_available():
             raise VarcompressError(f"--device {device}: CUDA is not available")
     for path in (out, npz):
-        if path is not None and path.exists() and not force:
-            raise VarcompressError(f"{path}: exists (use --force to overwrite)")
+        if path is not None:
+            check_output(path, force)
 
 
 @app.command("generate")

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..durable import check_output
 from ..errors import VarcompressError
 from . import app
 
@@ -58,8 +59,7 @@ def prune_cmd(
 
     if threads is not None:
         torch.set_num_threads(max(1, threads))
-    if out.exists() and not force:
-        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+    check_output(out, force)
     if (flops_target is None) == (match is None):
         raise VarcompressError("give exactly one of --flops-target R and --match MODEL")
 

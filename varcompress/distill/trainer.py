@@ -5,7 +5,8 @@ is `global_batch(seed, g)`; it is cut into `accumulation` micro-batches and each
 into equal per-rank slices, so 1 process and N processes optimise the same objective.
 Rank 0 alone writes: checkpoints `ckpt/step_XXXXXXX.pt` (student + optimiser + stage +
 step) every `ckpt_every` steps and at every stage end, and `metrics.jsonl`. A restart
-resumes from the newest checkpoint, mid-stage included (the log is cut back to it).
+resumes from the newest checkpoint that reads and verifies (a torn newest one falls back to
+the previous, with one warning), mid-stage included (the log is cut back to it).
 A non-finite loss or gradient stops every rank before the optimiser step, with one line.
 """
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write
+from ..checkpoint import append_line, atomic_write
 from ..errors import VarcompressError
-from ..training.resume import latest_checkpoint, load_training_state, save_training_state, step_generator
+from ..training.resume import latest_checkpoint, load_latest, save_training_state, step_generator
 from ..training.schedule import set_lr, warmup_cosine
 from .data import TokenSet, global_batch, to_var_input
 from .dist import Dist, all_mean
@@ -63,10 +64,10 @@ def _autocast(ctx: Context):
 
 
 def _resume(ctx: Context) -> tuple[int, dict | None, float]:
-    path = latest_checkpoint(ctx.ckpt_dir)
-    if path is None:
+    found = load_latest(ctx.ckpt_dir, ("student", "opt", "step", "recipe_hash"), "student", warn=ctx.dist.is_main)
+    if found is None:
         return 0, None, 0.0
-    state = load_training_state(path)
+    path, state = found
     if state.get("recipe_hash") != ctx.recipe_hash:
         raise VarcompressError(f"{path}: written by a different recipe (use --force to start over)")
     ctx.student.load_state_dict(state["student"], strict=True)
@@ -81,15 +82,14 @@ def _cut_log(path: Path, upto: int) -> None:
         try:
             if json.loads(line).get("step", 0) <= upto:
                 keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line cut short by a kill (or not a record)
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(s + "\n" for s in keep)))
 
 
 def _log(ctx: Context, rec: dict) -> None:
     if ctx.dist.is_main:
-        with open(ctx.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_line(ctx.out / "metrics.jsonl", json.dumps(rec))
 
 
 def _step(ctx: Context, model, opt, params, st: dict, step: int, s0: int) -> tuple[dict, float, float]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import atomic_write
 from .bench_models import PROTOCOL, Variant
 from .cpu import describe_device, set_malloc
 
@@ -183,11 +184,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def write_results(rows: list[dict], meta: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """The JSON and Markdown reports, each written atomically and durably (`checkpoint.atomic_write`)."""
     add_speedups(rows)
     js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    js.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    md.write_text(markdown(rows, meta))
+    js_text, md_text = json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n", markdown(rows, meta)
+    atomic_write(js, lambda tmp: Path(tmp).write_text(js_text))
+    atomic_write(md, lambda tmp: Path(tmp).write_text(md_text))
     return js, md
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..durable import check_output
 from .format import FORMAT, Exportable, check_vae, is_export_dir, load_export, read_export_config, vae_fingerprint, write_export
 from .sources import open_source
 
@@ -13,8 +14,7 @@ def export_model(spec: str, out: str | os.PathLike, vae: str | Path | None = Non
     from ..errors import VarcompressError
 
     out = Path(out)
-    if out.exists() and not force:
-        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+    check_output(out, force)
     if Path(spec).exists() and out.resolve() == Path(spec).resolve():
         raise VarcompressError(f"{out}: is the input itself; export to another directory")
     ex, sampling = open_source(str(spec), vae)

@@ -10,13 +10,12 @@ Install: `pip install torch-fidelity` (it needs torchvision).
 from __future__ import annotations
 
 import zipfile
-
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, first_line
 from ..errors import VarcompressError
 from .frechet import feature_stats, frechet_distance
 
@@ -31,7 +30,11 @@ def write_samples_npz(images_uint8_nhwc: np.ndarray, path: str | Path, labels=No
     arrays = {"arr_0": images_uint8_nhwc}
     if labels is not None:
         arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
-    return atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **arrays), force=force)
+    def write(tmp: str) -> None:  # a file object: np.savez would append ".npz" to a bare name
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write, force=force)
 
 
 def load_inception(weights: str | Path, device: str = "cpu"):
@@ -71,21 +74,23 @@ def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, floa
 def reference_stats(ref_npz: str | Path, extractor=None) -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma) from a reference .npz: precomputed `mu`/`sigma`, or images in `arr_0`."""
     try:
-        ref = np.load(ref_npz)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise VarcompressError(f"{ref_npz}: cannot read reference npz ({e})") from None
-    if "mu" in ref and "sigma" in ref:
-        return ref["mu"].astype(np.float64), ref["sigma"].astype(np.float64)
-    if "arr_0" in ref and extractor is not None:
-        return feature_stats(inception_features(extractor, ref["arr_0"])[0])
-    raise VarcompressError(f"{ref_npz}: expected 'mu' and 'sigma' (or images in 'arr_0')")
+        with np.load(ref_npz) as ref:  # the archive is read lazily: every access inside the handler
+            if "mu" in ref and "sigma" in ref:
+                return ref["mu"].astype(np.float64), ref["sigma"].astype(np.float64)
+            images = ref["arr_0"] if "arr_0" in ref and extractor is not None else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise VarcompressError(f"{ref_npz}: cannot read reference npz ({first_line(e)})") from None
+    if images is None:
+        raise VarcompressError(f"{ref_npz}: expected 'mu' and 'sigma' (or images in 'arr_0')")
+    return feature_stats(inception_features(extractor, images)[0])
 
 
 def imagenet_fid(samples_npz: str | Path, ref_npz: str | Path, inception_weights: str | Path,
                  device: str = "cpu", extractor=None) -> dict:
     """FID against the reference and Inception Score of the samples in `samples_npz`."""
     try:
-        images = np.load(samples_npz)["arr_0"]
+        with np.load(samples_npz) as z:
+            images = z["arr_0"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
         raise VarcompressError(f"{samples_npz}: expected an npz with uint8 images in 'arr_0' ({e})") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
