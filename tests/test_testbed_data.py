@@ -12,18 +12,18 @@ from varcompress.testbed import digits as digits_mod
 from varcompress.testbed.shapes import CLASS_NAMES, render_shapes
 
 
-def _check_format(x, y, n):
-    assert x.shape == (n, 3, 32, 32) and x.dtype == torch.float32
+def _check_format(x, y, n, size=32):
+    assert x.shape == (n, 3, size, size) and x.dtype == torch.float32
     assert y.shape == (n,) and y.dtype == torch.int64
     assert x.min() >= 0 and x.max() <= 1
     assert y.min() >= 0 and y.max() <= 9
 
 
-@pytest.mark.parametrize("name", ["shapes", "digits"])
+@pytest.mark.parametrize("name", ["shapes", "digits", "scenes"])
 def test_format_and_determinism(name):
     x1, y1 = get_dataset(name, "train", n=60, seed=3)
     x2, y2 = get_dataset(name, "train", n=60, seed=3)
-    _check_format(x1, y1, 60)
+    _check_format(x1, y1, 60, dataset_info(name)["image_size"])
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
     x3, _ = get_dataset(name, "train", n=60, seed=4)
     assert not torch.equal(x1, x3)
@@ -125,11 +125,14 @@ def test_bad_requests_raise_one_line(kwargs, words):
 
 
 def test_dataset_info():
-    assert set(DATASETS) == {"shapes", "digits"}
+    assert set(DATASETS) == {"shapes", "digits", "scenes"}
     for name in DATASETS:
         info = dataset_info(name)
         assert info["num_classes"] == 10 == len(info["class_names"])
-        assert info["image_size"] == 32 and info["patch_nums"] == (1, 2, 3, 4, 5, 6, 8)
+        if name == "scenes":  # the official token geometry: 16x16 tokens at 4x
+            assert info["image_size"] == 64 and info["patch_nums"] == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+        else:
+            assert info["image_size"] == 32 and info["patch_nums"] == (1, 2, 3, 4, 5, 6, 8)
     assert dataset_info("digits")["class_names"] == [str(i) for i in range(10)]
     with pytest.raises(VarcompressError, match="valid names"):
         dataset_info("cifar")

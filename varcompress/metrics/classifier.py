@@ -3,7 +3,8 @@
 Its 128-d penultimate features feed FID and precision/recall; its logits give the
 class-conditional accuracy of generated images. The penultimate layer sees the
 flattened 4x4 map (not a global pool), so features keep where things are, and a
-generator that misplaces content is penalised. Trained weights ship with the package
+generator that misplaces content is penalised. 32x32 sets use three conv stages, the
+64x64 `scenes` set four; the features are 128-d either way. Trained weights ship with the package
 (`varcompress/testbed/assets/classifier_{name}.safetensors` + `.json`); regenerate with
 `python -m varcompress.metrics.classifier --train NAME`.
 """
@@ -27,16 +28,20 @@ ASSETS = Path(__file__).resolve().parents[1] / "testbed" / "assets"
 FEATURE_DIM = 128
 # Per set: (epochs, peak learning rate, max shift in px). Tuned to pass the accuracy
 # targets (shapes >= 98%, digits >= 97%) in well under two minutes on two CPU cores.
-TRAIN_CONFIG = {"shapes": (3, 3e-3, 2), "digits": (15, 3e-3, 2)}
+TRAIN_CONFIG = {"shapes": (3, 3e-3, 2), "digits": (15, 3e-3, 2), "scenes": (4, 3e-3, 2)}
 
 
 class TestbedClassifier(nn.Module):
-    """3 x (conv3x3-BN-ReLU-maxpool) -> flatten 128x4x4 -> 128-d feature -> linear head."""
+    """n x (conv3x3-BN-ReLU-maxpool) down to 4x4 -> flatten 128x4x4 -> 128-d feature -> linear head."""
 
     __test__ = False  # not a pytest test class despite the name
 
-    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (32, 64, 128)):
+    def __init__(self, num_classes: int = 10, image_size: int = 32):
         super().__init__()
+        stages = (image_size // 4).bit_length() - 1
+        if image_size < 32 or 4 << stages != image_size:
+            raise VarcompressError(f"classifier: image size must be a power of two >= 32, got {image_size}")
+        widths = (32, 64, 128) + (128,) * (stages - 3)
         layers, c_in = [], 3
         for c in widths:
             layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
@@ -46,7 +51,7 @@ class TestbedClassifier(nn.Module):
         self.head = nn.Linear(FEATURE_DIM, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,3,32,32) in [0,1] -> (B,128) penultimate features."""
+        """(B,3,S,S) in [0,1] -> (B,128) penultimate features."""
         return self.feat(self.body((x - 0.5) / 0.25))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +98,7 @@ def train_classifier(name: str, seed: int = 0, verbose: bool = False) -> tuple[T
     t0 = time.time()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = TestbedClassifier(len(spec.class_names))
+        model = TestbedClassifier(len(spec.class_names), spec.image_size)
     batch = 128
     steps = epochs * ((len(y) + batch - 1) // batch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
@@ -138,7 +143,7 @@ def load_classifier(name: str, assets: Path = ASSETS) -> TestbedClassifier:
                                f"run: python -m varcompress.metrics.classifier --train {name}")
     sd = read_state_dict(path)
     check_finite(sd, str(path))
-    model = TestbedClassifier(len(spec.class_names))
+    model = TestbedClassifier(len(spec.class_names), spec.image_size)
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:

@@ -22,7 +22,7 @@ from .classifier import embed, load_classifier
 from .frechet import feature_stats, frechet_distance
 from .precision_recall import precision_recall
 
-DEFAULT_N_REF = {"shapes": 5000}  # unlimited sets: this many test images; finite sets: all images
+DEFAULT_N_REF = {"shapes": 5000, "scenes": 5000}  # unlimited sets: this many test images; finite sets: all images
 CEILING_NOISE = 0.15
 
 
@@ -40,11 +40,11 @@ def real_pool(name: str, n: int | None = None, seed: int = 0) -> tuple[torch.Ten
     return x[perm], y[perm]
 
 
-def _check_batch(images, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate the generated batch: (B,3,32,32) finite values in [0,1], labels (B,) ints."""
+def _check_batch(images, labels, num_classes: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the generated batch: (B,3,size,size) finite values in [0,1], labels (B,) ints."""
     images, labels = torch.as_tensor(images), torch.as_tensor(labels)
-    if images.ndim != 4 or tuple(images.shape[1:]) != (3, 32, 32):
-        raise VarcompressError(f"images must have shape (B,3,32,32), got {tuple(images.shape)}")
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+        raise VarcompressError(f"images must have shape (B,3,{size},{size}), got {tuple(images.shape)}")
     if labels.shape != (images.shape[0],) or labels.is_floating_point():
         raise VarcompressError(f"labels must be ({images.shape[0]},) integers, got {tuple(labels.shape)} {labels.dtype}")
     images = images.detach().float().cpu()
@@ -64,18 +64,19 @@ class TestbedEvaluator:
 
     def __init__(self, name: str, n_ref: int | None = None, reference: torch.Tensor | None = None, k: int = 3):
         self.name, self.k = name, k
-        self.num_classes = len(get_spec(name).class_names)
+        spec = get_spec(name)
+        self.num_classes, self.image_size = len(spec.class_names), spec.image_size
         self.model = load_classifier(name)
         if reference is None:
             reference = real_pool(name, n_ref)[0]
-        reference = _check_batch(reference, torch.zeros(len(reference), dtype=torch.long), 1)[0]
+        reference = _check_batch(reference, torch.zeros(len(reference), dtype=torch.long), 1, self.image_size)[0]
         self.ref_feats = embed(self.model, reference)[0].double()
         self.ref_mu, self.ref_sigma = feature_stats(self.ref_feats)
         self.n_ref = len(reference)
 
     def evaluate(self, images, labels) -> dict:
         """dict(accuracy, fid, precision, recall, n) of generated `images` with their `labels`."""
-        images, labels = _check_batch(images, labels, self.num_classes)
+        images, labels = _check_batch(images, labels, self.num_classes, self.image_size)
         if len(labels) <= self.k:
             raise VarcompressError(f"need more than k={self.k} images to evaluate, got {len(labels)}")
         feats, logits = embed(self.model, images)
@@ -97,7 +98,7 @@ def class_mean_generator(name: str, n: int, noise: float = CEILING_NOISE, seed: 
     means = torch.stack([x[y == i].mean(0) for i in range(c)])
     labels = torch.arange(n) % c
     gen = torch.Generator().manual_seed(seed)
-    images = means[labels] + noise * torch.randn((n, 3, 32, 32), generator=gen)
+    images = means[labels] + noise * torch.randn((n, *means.shape[1:]), generator=gen)
     return images.clamp(0, 1), labels
 
 

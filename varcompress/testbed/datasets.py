@@ -1,8 +1,9 @@
 """Registry of the built-in testbed data sets and the one function to load them.
 
 `get_dataset(name, split, n, seed)` is the only entry point the rest of the project
-needs: it validates the request, and returns images (B,3,32,32) float32 in [0,1]
-and labels (B,) int64, always the same for the same arguments.
+needs: it validates the request, and returns images (B,3,S,S) float32 in [0,1]
+(S = the set's `image_size`: 32, or 64 for `scenes`) and labels (B,) int64, always
+the same for the same arguments.
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import operator
 import torch
 
 from ..errors import VarcompressError
-from . import digits, shapes
+from . import digits, scenes, shapes
 
 SPLITS = ("train", "test")
-PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8)  # recommended VAR scales: last = 8x8 tokens of a 32x32 image at 4x
+PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8)  # the 32x32 sets' VAR scales: last = 8x8 tokens of a 32x32 image at 4x
+OFFICIAL_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)  # scenes: the official geometry, 16x16 tokens at 4x
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,11 @@ class DatasetSpec:
     split_sizes: dict = field(default_factory=dict)    # split -> size, or None (unlimited)
     default_sizes: dict = field(default_factory=dict)  # split -> n used when n is None
     image_size: int = 32
+    patch_nums: tuple[int, ...] = PATCH_NUMS
+
+
+def _load_scenes(split: str, n: int, seed: int):
+    return scenes.make_scenes(n, seed=seed, split=split)
 
 
 def _load_shapes(split: str, n: int, seed: int):
@@ -45,6 +52,17 @@ def _load_digits(split: str, n: int, seed: int):
 
 
 DATASETS: dict[str, DatasetSpec] = {
+    "scenes": DatasetSpec(
+        name="scenes",
+        description="procedural 64x64 colour scenes: 1-3 outlined objects, class = texture x colour family; "
+                    "unlimited",
+        class_names=scenes.CLASS_NAMES,
+        load=_load_scenes,
+        split_sizes={"train": None, "test": None},
+        default_sizes={"train": 10000, "test": 2000},
+        image_size=scenes.SIZE,
+        patch_nums=OFFICIAL_PATCH_NUMS,
+    ),
     "shapes": DatasetSpec(
         name="shapes",
         description="procedural shapes and patterns, random colours/sizes/positions; unlimited",
@@ -72,9 +90,9 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def get_dataset(name: str, split: str = "train", n: Optional[int] = None, seed: int = 0):
-    """Images (B,3,32,32) float32 in [0,1] and labels (B,) int64 of a built-in set.
+    """Images (B,3,S,S) float32 in [0,1] and labels (B,) int64 of a built-in set.
 
-    `n=None` gives the split's default size. For `shapes`, `seed` picks the image
+    `n=None` gives the split's default size. For `shapes` and `scenes`, `seed` picks the image
     stream (unlimited; train and test streams never share images). For `digits`,
     `seed` shuffles the fixed split and the first `n` images are returned.
     """
@@ -112,5 +130,5 @@ def dataset_info(name: str) -> dict:
         "channels": 3,
         "split_sizes": dict(spec.split_sizes),
         "default_sizes": dict(spec.default_sizes),
-        "patch_nums": PATCH_NUMS,
+        "patch_nums": spec.patch_nums,
     }
