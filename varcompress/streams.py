@@ -2,9 +2,12 @@
 
 Why: evaluation must never draw what training drew. With plain offsets (`seed + 10_000`)
 the evaluation maps of the official recipes were shard 10 of the training data. Here a
-derived seed is `purpose << 56 | seed << 32 | index`: different purposes (or base seeds)
-occupy disjoint ranges by construction, and raw user seeds (< 2**32, e.g. `generate
---seed`) can never equal a derived one. Batch j of a draw uses `derived + j * batch`
+derived seed is `purpose << 29 | seed << 20 | index`: different purposes (or base seeds)
+occupy disjoint ranges by construction. It must fit in 32 bits: torch's CPU generator
+(mt19937) keeps only the low 32 bits of `manual_seed`, so seeds that differ above bit 31
+draw the same numbers (tests/test_streams.py checks the draws, not just the seeds). That
+bounds base seeds to [0, 512) and a stream to 2**20 samples; raw user seeds below 2**29
+(e.g. `generate --seed`) never equal a derived one. Batch j of a draw uses `derived + j * batch`
 (`batch_seeds`), so an index is the position of the first sample of the batch.
 """
 from __future__ import annotations
@@ -20,11 +23,11 @@ PURPOSES = {  # never renumber: a number is part of every cached draw's identity
     "sampling": 6,     # compare / eval: images for the testbed metrics (one stream per sampling seed)
     "latency": 7,      # timing runs
 }
-SEED_BITS, INDEX_BITS = 24, 32
+SEED_BITS, INDEX_BITS = 9, 20   # + 3 purpose bits = the 32 bits a CPU generator uses
 
 
 def derive_seed(seed: int, purpose: str, index: int = 0) -> int:
-    """The generator seed of sample `index` of `purpose` under the run's base `seed` (< 2**63)."""
+    """The generator seed of sample `index` of `purpose` under the run's base `seed` (< 2**32)."""
     if purpose not in PURPOSES:
         raise VarcompressError(f"unknown random-stream purpose {purpose!r} ({', '.join(PURPOSES)})")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** SEED_BITS:
@@ -40,6 +43,6 @@ def batch_seeds(seed: int, n: int, batch: int) -> list[int]:
 
 
 def purpose_of(g_seed: int) -> str | None:
-    """The purpose a derived seed belongs to (None for a raw seed below 2**56)."""
+    """The purpose a derived seed belongs to (None for a raw seed below 2**29)."""
     p = g_seed >> (SEED_BITS + INDEX_BITS)
     return next((k for k, v in PURPOSES.items() if v == p), None)
