@@ -31,12 +31,14 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 from . import (bench_cmd, compare_cmd, convert_cmd, demo_cmd, distill_cmd, eval_cmd, export_cmd, fid_cmd,  # noqa: E402,F401
-               generate_cmd, inspect_cmd, prune_cmd, testbed_cmd)  # noqa: E402,F401  (registers commands)
+               generate_cmd, inspect_cmd, prune_cmd, selftest_cmd, testbed_cmd)  # noqa: E402,F401  (registers commands)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):  # click returns typer.Exit(code)'s code here
+            return rv
     except VarcompressError as e:
         typer.echo(f"error: {e}", err=True)
         return 2

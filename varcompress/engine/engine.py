@@ -119,15 +119,16 @@ class Engine:
     # ---- generation ---------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, B: int, labels=None, g_seed: int | None = None, cfg: float = 1.5, top_k: int = 0,
-                 top_p: float = 0.0, return_idx: bool = False, logits_hook=None):
+                 top_p: float = 0.0, return_idx: bool = False, logits_hook=None, decode: bool = True):
         """B images in [0, 1] (B, 3, H, W) float32; with return_idx also the token indices per scale.
 
         `logits_hook(si, logits)` sees the guided float32 logits (B, n, V) of every scale.
+        `decode=False` skips the decoder (the image is None): for callers that need only tokens.
         """
         with tuned_malloc(self.malloc_tuning):
-            return self._generate(B, labels, g_seed, cfg, top_k, top_p, return_idx, logits_hook)
+            return self._generate(B, labels, g_seed, cfg, top_k, top_p, return_idx, logits_hook, decode)
 
-    def _generate(self, B, labels, g_seed, cfg, top_k, top_p, return_idx, logits_hook):
+    def _generate(self, B, labels, g_seed, cfg, top_k, top_p, return_idx, logits_hook, decode=True):
         if B < 1:
             raise VarcompressError(f"batch size must be >= 1, got {B}")
         dev, P = self.device, self.P
@@ -173,7 +174,7 @@ class Engine:
                 nxt = nxt.view(B, self.Cvae, -1).transpose(1, 2).to(self.dtype)
                 x = (torch.nn.functional.linear(nxt, P.word_w, P.word_b) + P.lvl_pos[:, bg:ed]).repeat(2, 1, 1)
             clock("next_input")
-        img = self.decoder(f_hat)
+        img = self.decoder(f_hat) if decode else None
         clock("decode")
         st["mods"] = None
         self.last_timings = tm if self.profile else {}
