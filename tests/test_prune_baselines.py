@@ -83,8 +83,8 @@ def test_split_at_the_last_scale_and_with_the_teacher_as_small_model_is_dense():
     same_as(res.model, var)
     assert res.model.flops().transformer == pytest.approx(var_flops(var.cfg).transformer)
     for split in (1, S - 2):  # hand-over with a full copy: the prefill rebuilds exactly the teacher's cache
-        same_as(ScaleSplitVAR(drop_blocks(var, list(range(var.cfg.depth))), drop_blocks(var, list(range(var.cfg.depth))),
-                              split).eval(), var)
+        full = list(range(var.cfg.depth))
+        same_as(ScaleSplitVAR(drop_blocks(var, full), drop_blocks(var, full), split).eval(), var)
 
 
 @pytest.mark.parametrize("target", [0.7, 0.55])
@@ -113,3 +113,17 @@ def test_old_name_tokens_is_residual_tokens():
     assert PruneConfig(method="tokens").method == "residual-tokens"
     with pytest.raises(VarcompressError):
         PruneConfig(method="wanda", split_scale=2)
+
+
+def test_cli_lists_the_new_methods_and_keeps_the_old_name(tmp_path, capsys):
+    from varcompress.cli import main
+
+    assert main(["prune", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "fastvar" in text and "split" in text and "residual-tokens" in text
+    rc = main(["prune", "digits", "--method", "tokens", "--flops-target", "0.8", "--calib-samples", "4",
+               "--out", str(tmp_path / "t")])
+    assert rc == 0 and "deprecated" in capsys.readouterr().err
+    _, info = load_pruned(tmp_path / "t")
+    assert info["method"] == "residual-tokens"
+    assert main(["prune", "digits", "--method", "nope", "--flops-target", "0.8", "--out", str(tmp_path / "n")]) == 2

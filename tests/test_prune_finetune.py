@@ -87,3 +87,28 @@ def test_matches_varcompress_distill_exactly(tmp_path):
     assert all(torch.equal(theirs[k], v) for k, v in mine.state_dict().items())
     key = "blocks.0.inner.ffn.experts_w1"
     assert not torch.equal(theirs[key], res.model.state_dict()[key])  # and training did move the weights
+
+
+@pytest.mark.parametrize("method", ["wanda", "fastvar", "split"])
+def test_recipe_groups_all_train_every_group_of_a_baseline(method):
+    """Fair by construction: `train: [all]` in the recipe's weight stage trains every group of a baseline too
+    (a scale split: its small model only; the teacher part stays the teacher)."""
+    torch.manual_seed(0)
+    pn = (1, 2, 3, 4, 6, 8)
+    vae = VQVAE(VQVAEConfig(vocab_size=32, z_channels=8, ch=32, ch_mult=(1, 2), patch_nums=pn)).eval()
+    teacher = tiny_var(patch_nums=pn).attach_vae(vae)
+    g = torch.Generator().manual_seed(0)
+    calib = (torch.randint(0, 10, (4,), generator=g), torch.randn(4, teacher.L - 1, 8, generator=g))
+    student = prune(teacher, PruneConfig(method=method, flops_target=0.7), calib=calib).model
+    data = TokenSet(torch.randint(0, 10, (16,), generator=g), torch.randint(0, 32, (16, teacher.L), generator=g))
+    recipe = {**RECIPE, "stages": [RECIPE["stages"][0], {**RECIPE["stages"][1], "train": ["all"]}]}
+    budget = budget_from_recipe(recipe)
+    assert budget.train == ("all",)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    out = finetune(student, teacher, data, budget)
+    changed = {k for k, v in student.state_dict().items() if not torch.equal(before[k], v)}
+    assert out["trained"] == ["all"] and out["seeds"] == {"run": 3, "data": budget.data["seed"]}
+    assert {"attention", "experts", "modulation", "embeddings", "head"} <= set(out["groups"])
+    assert any("attn" in k for k in changed) and any("head" in k for k in changed)
+    if method == "split":
+        assert changed and all(k.startswith("small.") for k in changed)

@@ -1,4 +1,4 @@
-"""`varcompress prune`: static pruning baselines at a FLOPs target (optionally fine-tuned)."""
+"""`varcompress prune`: training-free baselines at a FLOPs target (optionally fine-tuned with a recipe's budget)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,12 @@ import typer
 
 from ..durable import check_output
 from ..errors import VarcompressError
+from ..prune.config import ALIASES
 from . import app
+
+METHOD_HELP = ("magnitude | wanda (FFN neurons) | residual-tokens (training-free token pruning; old name: tokens) "
+               "| both (wanda + residual tokens) | fastvar (FastVAR-style cached token pruning) | fastvar-wanda "
+               "| split (CoDe-style: teacher on the early scales, a smaller pruned copy on the late ones).")
 
 
 def _match_fraction(spec: str, teacher, vae, dataset) -> tuple[float, dict]:
@@ -27,7 +32,7 @@ def _match_fraction(spec: str, teacher, vae, dataset) -> tuple[float, dict]:
 @app.command("prune")
 def prune_cmd(
     ckpt: str = typer.Argument(..., help="Dense VAR: testbed name (digits|shapes) or official-format .pth."),
-    method: str = typer.Option(..., "--method", help="magnitude | wanda | tokens | both."),
+    method: str = typer.Option(..., "--method", help=METHOD_HELP),
     out: Path = typer.Option(..., "--out", help="Output model directory."),
     flops_target: Optional[float] = typer.Option(None, "--flops-target",
                                                  help="Fraction of the teacher's transformer FLOPs, e.g. 0.75."),
@@ -40,8 +45,13 @@ def prune_cmd(
                                               help="Fold removed neurons' mean output into fc2.bias (default: wanda)."),
     sparse_scales: Optional[int] = typer.Option(None, help="Token pruning on the last N scales (default 3, or "
                                                            "the matched model's)."),
-    reconstruction: Optional[str] = typer.Option(None, help="identity | prev_scale (default prev_scale, or the "
-                                                            "matched model's)."),
+    reconstruction: Optional[str] = typer.Option(None, help="identity | prev_scale | cached (default prev_scale, "
+                                                            "fastvar: cached; or the matched model's)."),
+    cache_scale: Optional[int] = typer.Option(None, help="fastvar: scale whose block update fills skipped tokens "
+                                                         "(default: the last dense scale)."),
+    split_scale: Optional[int] = typer.Option(None, help="split: number of scales the teacher draws (default: all "
+                                                         "but the last 2)."),
+    small_depth: Optional[int] = typer.Option(None, help="split: blocks of the small model (default: half)."),
     token_share: float = typer.Option(0.5, help="--method both: share of the FLOPs saving taken by tokens."),
     calib_samples: int = typer.Option(64, help="Teacher-drawn token maps for Wanda scores / calibration."),
     finetune: Optional[Path] = typer.Option(None, "--finetune", help="Distill recipe whose budget (steps, lr, "
@@ -50,7 +60,7 @@ def prune_cmd(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ):
-    """Prune a dense VAR to a FLOPs target: FFN neurons (magnitude, Wanda), tokens, or both."""
+    """Build a training-free baseline at a FLOPs target: FFN neurons, tokens (residual, FastVAR), a scale split."""
     import torch
 
     from ..compare.models import Entry, load_model, teacher_sha256
@@ -60,14 +70,20 @@ def prune_cmd(
     if threads is not None:
         torch.set_num_threads(max(1, threads))
     check_output(out, force)
+    if method in ALIASES:
+        typer.echo(f"note: --method {method} is deprecated; it is {ALIASES[method]} (training-free token pruning)",
+                   err=True)
+        method = ALIASES[method]
     if (flops_target is None) == (match is None):
         raise VarcompressError("give exactly one of --flops-target R and --match MODEL")
 
     def config(target: float, cc: dict) -> PruneConfig:
+        own = method in ("fastvar", "fastvar-wanda") or not cc.get("sparse_scales")  # else: the matched model's
         return PruneConfig(method=method, flops_target=target, neuron_score=neuron_score, compensate=compensate,
-                           sparse_scales=sparse_scales or cc.get("sparse_scales", 3),
-                           reconstruction=reconstruction or cc.get("reconstruction", "prev_scale"),
-                           upsample=cc.get("upsample", "bilinear"), token_share=token_share,
+                           sparse_scales=sparse_scales or (None if own else cc["sparse_scales"]),
+                           reconstruction=reconstruction or (None if own else cc.get("reconstruction")),
+                           upsample=None if own else cc.get("upsample"), cache_scale=cache_scale,
+                           split_scale=split_scale, small_depth=small_depth, token_share=token_share,
                            calib_samples=calib_samples, seed=seed)
 
     config(1.0 if flops_target is None else flops_target, {})  # bad flags fail before anything loads
@@ -95,7 +111,8 @@ def prune_cmd(
             raise VarcompressError(f"--finetune {finetune}: its teacher ({r_teacher}) is not {ckpt}")
         data = teacher_data(t.var, sha, budget, sampling or dict(cfg=1.5, top_k=900, top_p=0.96), progress=True)
         summary = run_finetune(res.model, t.var, data, budget, progress=True)
-        typer.echo(f"fine-tuned {summary['steps']} steps: KL {summary['first_loss']:.4f} -> {summary['last_loss']:.4f}")
+        typer.echo(f"fine-tuned {', '.join(summary['trained'])} for {summary['steps']} steps: KL "
+                   f"{summary['first_loss']:.4f} -> {summary['last_loss']:.4f}")
     source = {"spec": ckpt, "sha256": sha, "testbed": t.dataset, "match": match}
     dest = save_pruned(res.model, i, out, source=source, finetune=summary, force=force)
     typer.echo(f"wrote {dest}")

@@ -49,7 +49,8 @@ def calibration(var, cfg: PruneConfig, sampling: dict | None = None):
     for k in ("cfg", "top_k", "top_p"):
         if getattr(cfg, f"calib_{k}") is not None:
             s[k] = getattr(cfg, f"calib_{k}")
-    maps = draw_token_maps(var, balanced_labels(cfg.calib_samples, var.num_classes), seed=derive_seed(cfg.seed, "calibration"), **s)
+    maps = draw_token_maps(var, balanced_labels(cfg.calib_samples, var.num_classes),
+                           seed=derive_seed(cfg.seed, "calibration"), **s)
     dev = var.pos_1LC.device
     return maps.labels.to(dev), maps.x.to(dev)
 

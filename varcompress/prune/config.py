@@ -87,8 +87,9 @@ class PruneConfig:
             _bad("token_share", f"must be in (0, 1), got {s!r}")
         for name in ("cache_scale", "split_scale", "small_depth"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "cache_scale" else 1)):
-                _bad(name, f"must be a scale index ({'>= 0' if name == 'cache_scale' else '>= 1'}) or null, got {v!r}")
+            lo = 0 if name == "cache_scale" else 1
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+                _bad(name, f"must be an integer >= {lo} or null, got {v!r}")
         for name in ("split_scale", "small_depth"):
             if getattr(self, name) is not None and self.method != "split":
                 _bad(name, f"only applies to method split, not {self.method!r}")

@@ -1,4 +1,4 @@
-"""Training-free token pruning, built through `convert` so the computation and the FLOPs count are the activated model's.
+"""Training-free token pruning, built through `convert`: computation and FLOPs count are the activated model's.
 
 The model is convert's ActivatedVAR with one expert that is always on (the FFN stays
 dense, no router runs) and a parameter-free selector: at scale s every block computes
