@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..checkpoint import atomic_write, save_state_dict
 from ..models.init import init_var_weights
-from ..training.resume import latest_checkpoint, load_training_state, save_training_state, step_generator
+from ..training.resume import checkpoint_step, load_latest, save_training_state, step_generator
 from ..training.schedule import set_lr, warmup_cosine
 from ..vae_io import build_vae
 from ..var_io import build_var
@@ -118,16 +118,17 @@ def train_var(name: str, spec: TeacherSpec, vae, run_dir: Path, seed: int = 0, l
 
 
 def _resume(run_dir: Path, model, opt, on_state=None) -> int:
-    """Load the newest checkpoint of `run_dir` if any; return the step to continue from."""
-    path = latest_checkpoint(run_dir)
-    if path is None:
+    """Load the newest checkpoint of `run_dir` that reads and verifies (a torn newest one falls
+    back to the previous, with one warning); return the step to continue from."""
+    found = load_latest(run_dir, ("model", "opt"), "model")
+    if found is None:
         return 0
-    state = load_training_state(path)
+    path, state = found
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     if on_state is not None:
         on_state(state)
-    return int(path.stem.split("_")[1])
+    return checkpoint_step(path)
 
 
 def train_teacher(name: str, out_dir: Path | None = None, seed: int = 0, progress: bool = True,
