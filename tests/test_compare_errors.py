@@ -21,11 +21,11 @@ def test_parse_spec():
 def test_recipe(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("dataset: digits\nmodels:\n  - runs/a\n  - {label: B, model: runs/b}\neval: {n_per_class: 4}\n"
-                 "latency: {batch: 2}\n")
+                 "latency: {batches: [2]}\n")
     entries, where, opts = load_compare_recipe(p)
     assert [(e.label, e.spec) for e in entries] == [("a", "runs/a"), ("B", "runs/b")]
     assert where == {"dataset": "digits", "teacher": None, "vae": None}
-    assert (opts.n_per_class, opts.batch, opts.repeats) == (4, 2, 5)
+    assert (opts.n_per_class, opts.batches, opts.rounds, opts.seeds) == (4, [2], 3, [0, 1, 2])
 
 
 @pytest.mark.parametrize("text,msg", [

@@ -13,7 +13,7 @@ from varcompress.engine.bench_models import decode_gflops
 
 def test_bench_cli_small_model(tmp_path, capsys):
     rc = main(["bench", "--model", "small", "--batch", "1", "--repeats", "1", "--budget", "k4-keep0.7",
-               "--no-bf16", "--decode", "--threads", "1", "--out", str(tmp_path), "--stem", "t"])
+               "--no-bf16", "--decode", "--threads", "1", "--out", str(tmp_path), "--stem", "t", "--same-process"])
     assert rc == 0
     data = json.loads((tmp_path / "t.json").read_text())
     names = {r["variant"] for r in data["rows"] if r["model"] == "small"}
@@ -67,7 +67,7 @@ def test_markdown_and_speedups():
 def test_bf16_rows_are_compared_with_the_eager_path_under_bf16_autocast(tmp_path):
     """--bf16 adds the official protocol's eager call under bf16 autocast; bf16 engines get a like-for-like ratio."""
     rc = main(["bench", "--model", "small", "--batch", "1", "--repeats", "1", "--bf16", "--threads", "1",
-               "--out", str(tmp_path), "--stem", "b"])
+               "--out", str(tmp_path), "--stem", "b", "--same-process"])
     assert rc == 0
     rows = {r["variant"]: r for r in json.loads((tmp_path / "b.json").read_text())["rows"]}
     assert set(rows) == {"eager", "eager+malloc", "eager-bf16", "engine-fp32", "engine-bf16"}
@@ -86,7 +86,7 @@ def test_bench_times_a_users_activated_model_beside_its_teacher(tmp_path, capsys
     student = tmp_path / "act"
     assert main(["convert", "digits", "--out", str(student), "--top-k", "4", "--calib-samples", "4"]) == 0
     rc = main(["bench", "--model", "digits", "--student", str(student), "--batch", "1", "--repeats", "1",
-               "--no-bf16", "--threads", "1", "--out", str(tmp_path), "--stem", "s"])
+               "--no-bf16", "--threads", "1", "--out", str(tmp_path), "--stem", "s", "--same-process"])
     assert rc == 0
     rows = {r["variant"]: r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
     assert {"eager", "engine-fp32", "act-eager", "act-engine-fp32"} <= set(rows)
@@ -112,3 +112,18 @@ def test_sampler_benchmark_script_writes_its_table(tmp_path):
     data = json.loads((tmp_path / "s.json").read_text())
     assert len(data["rows"]) == 4 and all(len(r["ms"]) == 3 and min(r["ms"].values()) > 0 for r in data["rows"])
     assert "rejection (no sort)" in (tmp_path / "s.md").read_text()
+
+
+def test_fresh_process_bench_on_a_tiny_model(tmp_path):
+    """The default: every (variant, batch) timed in its own process, alternating rounds, fixed threads."""
+    rc = main(["bench", "--model", "small", "--batch", "1", "--repeats", "2", "--warmup", "0", "--no-bf16",
+               "--no-act-eager", "--threads", "1", "--out", str(tmp_path), "--stem", "f"])
+    assert rc == 0
+    data = json.loads((tmp_path / "f.json").read_text())
+    rows = {r["variant"]: r for r in data["rows"]}
+    assert set(rows) == {"eager", "eager+malloc", "engine-fp32"}
+    assert data["meta"]["fresh_process"] and data["meta"]["device"]["threads"] == 1
+    for r in rows.values():
+        assert len(r["all_s"]) == 2 and len(r["all_cpu_s"]) == 2 and r["median_cpu_s"] > 0
+    assert "speedup_vs_eager" in rows["engine-fp32"] and "cpu_speedup_vs_eager" in rows["engine-fp32"]
+    assert main(["bench", "--model", "small", "--decode", "--out", str(tmp_path)]) == 2  # needs --same-process

@@ -44,11 +44,16 @@ def testbed_evaluator(dataset: str, n: int, seed: int = 0):
     return _EVALUATORS[key]
 
 
-def testbed_metrics(var, dataset: str, proto: EvalProtocol, progress: bool = False) -> tuple[dict, torch.Tensor]:
-    """Sample n_per_class images per class; return (metrics, images grouped by class)."""
+def testbed_metrics(var, dataset: str, proto: EvalProtocol, progress: bool = False,
+                    sample_seed: int | None = None) -> tuple[dict, torch.Tensor]:
+    """Sample n_per_class images per class; return (metrics, images grouped by class).
+
+    `sample_seed` (default proto.seed) picks the sampling stream; the real reference stays
+    the one of proto.seed, so metrics over several sampling seeds measure sampling noise."""
     labels = per_class_labels(var.num_classes, proto.n_per_class)
     t0 = time.perf_counter()
-    images = sample_classes(var, labels, seed=derive_seed(proto.seed, "sampling"), progress=progress, **proto.sampling)
+    seed = derive_seed(proto.seed if sample_seed is None else sample_seed, "sampling")
+    images = sample_classes(var, labels, seed=seed, progress=progress, **proto.sampling)
     seconds = time.perf_counter() - t0
     metrics = testbed_evaluator(dataset, len(labels), proto.seed).evaluate(images, labels)
     metrics["sample_seconds"] = seconds

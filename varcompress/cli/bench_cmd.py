@@ -1,4 +1,8 @@
-"""`varcompress bench`: generation speed of the eager path, the engine and activated models."""
+"""`varcompress bench`: generation speed of the eager path, the engine and activated models.
+
+By default every (model, variant, batch) runs in its own fresh process (alternating order over
+`--repeats` rounds, fixed `--threads`, default 1): in one process earlier variants shape the heap
+of later ones. `--same-process` keeps the old interleaved measurement (needed for `--decode`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from ..engine.bench_fresh import run_fresh_benchmark
 from ..errors import VarcompressError
 from . import app
 
@@ -16,13 +21,17 @@ MODELS = ("d16", "shapes", "digits", "small")  # what engine.bench_models.build_
 def bench(
     models: List[str] = typer.Option(["small"], "--model", help="d16 (random full size), shapes, digits, small; repeatable."),
     batch: List[int] = typer.Option([1], "--batch", help="Batch sizes; repeatable."),
-    repeats: int = typer.Option(3, help="Timed repeats per variant (median reported)."),
+    repeats: int = typer.Option(3, help="Timed repeats (fresh: rounds of one process per variant) per variant; "
+                                        "median reported."),
     warmup: int = typer.Option(0, help="Untimed runs per variant before timing."),
     budget: List[str] = typer.Option([], "--budget", help="Activated budgets: k4, k4-keep0.7, k2-keep0.5; repeatable."),
     student: List[str] = typer.Option([], "--student", help="Your model of the testbed --model teacher (activated, "
                                                             "pruned, distill run or export dir); repeatable."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: 1 with fresh processes, else "
+                                                     "torch's)."),
+    fresh: bool = typer.Option(True, "--fresh/--same-process", help="Each timed run in a new process (default) "
+                                                                    "or all variants interleaved in this one."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="Also bf16 engine variants and the eager call "
                                                                        "under bf16 autocast (default: if native)."),
     calib: int = typer.Option(2, help="Random calibration samples for converting random-weight models."),
@@ -45,15 +54,23 @@ def bench(
     for b in budget:
         if b not in BUDGETS:
             raise VarcompressError(f"--budget {b!r}: unknown budget ({', '.join(BUDGETS)})")
+    if fresh and (decode or threads is not None and threads < 1):
+        raise VarcompressError("--decode needs --same-process; --threads must be >= 1")
+    if cuda_graphs and not device.startswith("cuda"):
+        raise VarcompressError("--cuda-graphs needs --device cuda")
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise VarcompressError("--device cuda: CUDA is not available")
-    res = run_benchmark(list(models), list(batch), repeats, warmup, list(budget), device, threads, bf16, calib,
-                        act_eager, decode, out, stem,
-                        extras=tuple(n for n, on in (("compile", compile_), ("graphs", cuda_graphs)) if on),
-                        log=lambda m: typer.echo(m, err=True), students=list(student))
+    extras = tuple(n for n, on in (("compile", compile_), ("graphs", cuda_graphs)) if on)
+    log = lambda m: typer.echo(m, err=True)  # noqa: E731
+    if fresh:
+        res = run_fresh_benchmark(list(models), list(batch), repeats, warmup, list(budget), device, threads or 1,
+                                  bf16, calib, act_eager, out, stem, extras=extras, log=log, students=list(student))
+    else:
+        res = run_benchmark(list(models), list(batch), repeats, warmup, list(budget), device, threads, bf16, calib,
+                            act_eager, decode, out, stem, extras=extras, log=log, students=list(student))
     from ..engine.bench import markdown
 
     typer.echo(markdown(res["rows"], res["meta"]))

@@ -1,6 +1,9 @@
 """`compare(...)`: every model against one teacher, one protocol -> table.md, table.csv, report.json,
-grids/<method>.png (teacher | model, same classes and seeds) and pareto.png, written to a temporary
-directory and renamed into place (refused if the output exists, unless force).
+grids/<method>.png (teacher | model, same classes and seeds), pareto.png (quality vs FLOPs) and
+pareto_latency.png (quality vs measured latency), written to a temporary directory and renamed
+into place (refused if the output exists, unless force). Quality over several sampling seeds
+(mean and spread), latency in fresh processes (`compare.timing`), and per row what trained it
+(`compare.training`): the table states the budget instead of asserting it.
 """
 from __future__ import annotations
 
@@ -15,33 +18,50 @@ import torch
 from .. import __version__
 from ..checkpoint import atomic_dir
 from ..errors import VarcompressError
+from ..evaluate import EvalProtocol
+from ..flops import var_flops
+from ..generation import per_class_labels, sample_classes
 from ..streams import derive_seed
+from ..teacher_tokens import balanced_labels, draw_token_maps
+from ..testbed.teachers import teacher_card
+from . import report as rp
+from .measure import QUALITY, quality_over_seeds, relative_metrics, size_and_flops
 from .models import Entry, load_model
 from .schema import SCHEMA_VERSION, validate_report
+from .timing import time_models
+from .training import training_info
 
 
 @dataclass
 class CompareOptions:
     n_per_class: int = 50
-    seed: int = 0
+    seed: int = 0                  # base of the evaluation streams (maps, same-seed images, real reference)
+    seeds: list = field(default_factory=lambda: [0, 1, 2])  # sampling seeds of the testbed metrics
     teacher_maps: int = 64
     same_seed: int = 32
     grid_per_class: int = 8
-    batch: int = 16
-    repeats: int = 5
+    batches: list = field(default_factory=lambda: [1, 16])  # latency batch sizes
+    rounds: int = 3                # fresh-process timing rounds (alternating order)
     warmup: int = 1
+    threads: int = 1               # torch threads of every timing process
     sampling: dict | None = None   # None: the testbed card's (else the official 1.5 / 900 / 0.96)
     device: str = "cpu"
     extra: dict = field(default_factory=dict)
 
     def check(self) -> "CompareOptions":
-        for k in ("n_per_class", "teacher_maps", "same_seed", "grid_per_class", "batch", "repeats"):
+        for k in ("n_per_class", "teacher_maps", "same_seed", "grid_per_class", "rounds", "threads"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < (2 if k == "n_per_class" else 1):
                 lo = 2 if k == "n_per_class" else 1
                 raise VarcompressError(f"compare: {k} must be an integer >= {lo}, got {v!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise VarcompressError(f"compare: warmup must be an integer >= 0, got {self.warmup!r}")
+        for k, lo in (("seeds", 0), ("batches", 1)):
+            v = getattr(self, k)
+            if not isinstance(v, list) or not v or any(isinstance(x, bool) or not isinstance(x, int) or x < lo
+                                                       for x in v) or len(set(v)) != len(v):
+                raise VarcompressError(f"compare: {k} must be a non-empty list of distinct integers >= {lo}, "
+                                       f"got {v!r}")
         return self
 
 
@@ -53,35 +73,27 @@ def _check_shape(m, teacher) -> None:
                                "scales differ)")
 
 
-def _quality(m, teacher, dataset, proto, maps, is_teacher: bool, grid_per_class: int):
-    from ..evaluate import testbed_metrics
-    from ..generation import per_class_labels, sample_classes
-    from .measure import relative_metrics
-
-    q = dict.fromkeys(("accuracy", "fid", "precision", "recall"))
+def _quality(m, teacher, dataset, proto, maps, is_teacher: bool, opts):
+    q = {k: None for k in QUALITY}
+    q.update({f"{k}_std": None for k in QUALITY})
+    per_seed = None
     if dataset is not None:
-        tb, images = testbed_metrics(m.var, dataset, proto)
-        q.update({k: tb[k] for k in q})
+        tb, images = quality_over_seeds(m.var, dataset, proto, opts.seeds)
+        per_seed = tb.pop("per_seed")
+        q.update(tb)
     else:
-        labels = per_class_labels(min(m.var.num_classes, 10), grid_per_class)
-        images = sample_classes(m.var, labels, seed=proto.seed, **proto.sampling)
+        labels = per_class_labels(min(m.var.num_classes, 10), opts.grid_per_class)
+        images = sample_classes(m.var, labels, seed=derive_seed(opts.seeds[0], "sampling"), **proto.sampling)
     if is_teacher:
         rel = {"kl": 0.0, "top1": 1.0, "token_agreement": 1.0, "psnr_db": None, "per_scale": {}}
     else:
         rel = relative_metrics(m.var, teacher, maps, proto)
-    return q, rel, images
+    return q, rel, images, per_seed
 
 
 def compare(entries: list[Entry], out: str | os.PathLike, dataset: str | None = None, teacher: str | None = None,
             vae_path=None, opts: CompareOptions | None = None, force: bool = False, log=print) -> dict:
     """Measure `entries` (the teacher is always the first row) and write the outputs to `out`."""
-    from ..evaluate import EvalProtocol
-    from ..flops import var_flops
-    from ..teacher_tokens import balanced_labels, draw_token_maps
-    from ..testbed.teachers import teacher_card
-    from . import report as rp
-    from .measure import size_and_flops, time_generation
-
     opts = (opts or CompareOptions()).check()
     out = Path(out)
     if out.exists() and not force:
@@ -110,33 +122,41 @@ def compare(entries: list[Entry], out: str | os.PathLike, dataset: str | None = 
                     or dict(cfg=1.5, top_k=900, top_p=0.96))
     proto = EvalProtocol(n_per_class=opts.n_per_class, seed=opts.seed, sampling=sampling,
                          teacher_maps=opts.teacher_maps, same_seed=opts.same_seed)
-    maps = draw_token_maps(t.var, balanced_labels(proto.teacher_maps, t.var.num_classes), seed=derive_seed(proto.seed, "eval_maps"),
-                           **sampling)
+    maps = draw_token_maps(t.var, balanced_labels(proto.teacher_maps, t.var.num_classes),
+                           seed=derive_seed(proto.seed, "eval_maps"), **sampling)
     teacher_g = var_flops(t.var.cfg).transformer
     rows, images = [], {}
     everything = [(Entry(f"teacher ({teacher_spec})", teacher_spec), t, True)] + \
         [(e, m, False) for e, m in zip(entries, models)]
     for e, m, is_t in everything:
         log(f"measuring {e.label}")
-        q, rel, imgs = _quality(m, t.var, dataset, proto, maps, is_t, opts.grid_per_class)
-        details = {"info": m.info, "per_scale": rel.pop("per_scale")}
+        q, rel, imgs, per_seed = _quality(m, t.var, dataset, proto, maps, is_t, opts)
+        details = {"info": m.info, "per_scale": rel.pop("per_scale"), "quality_per_seed": per_seed}
         rows.append({"method": e.label, "spec": e.spec, "kind": "teacher" if is_t else m.kind,
-                     **size_and_flops(m.var, teacher_g), "latency_s": None, "throughput_img_s": None,
-                     "engine_latency_s": None, "engine_throughput_img_s": None, **q, **rel,
-                     "grid": None, "details": json.loads(json.dumps(details, default=str))})
+                     "training": training_info(e.spec, "teacher" if is_t else m.kind, m.info),
+                     **size_and_flops(m.var, teacher_g), **q, **rel, "grid": None,
+                     "details": json.loads(json.dumps(details, default=str))})
         images[e.label] = imgs
-    secs = time_generation([m.var for _, m, _ in everything], opts.batch, opts.repeats, opts.warmup, sampling,
-                           seed=opts.seed, log=log)
-    for r, (s, s_eng) in zip(rows, secs):
-        r["latency_s"], r["throughput_img_s"] = s, opts.batch / s
-        if s_eng is not None:
-            r["engine_latency_s"], r["engine_throughput_img_s"] = s_eng, opts.batch / s_eng
+    where = {"dataset": dataset, "vae": None if vae_path is None else str(vae_path)}
+    timing = time_models([(e.label, e.spec) for e, _, _ in everything], where, opts.batches, opts.rounds,
+                         opts.warmup, opts.threads, sampling, opts.device, log=log)
+    for r, tm in zip(rows, timing):
+        r.update(latency_columns(tm, max(opts.batches)))
+        r["timing"] = tm
     return _write(out, rows, images, t, teacher_spec, dataset, proto, opts, force)
 
 
-def _write(out: Path, rows, images, t, teacher_spec, dataset, proto, opts, force) -> dict:
-    from . import report as rp
+def latency_columns(timing: list[dict], batch: int) -> dict:
+    """The flat columns: eager and engine wall-clock medians at the largest batch."""
+    out = {}
+    for path, key in (("eager", "latency_s"), ("engine", "engine_latency_s")):
+        s = next((x["wall_s"] for x in timing if x["path"] == path and x["batch"] == batch), None)
+        out[key] = s
+        out[key.replace("latency_s", "throughput_img_s")] = batch / s if s else None
+    return out
 
+
+def _write(out: Path, rows, images, t, teacher_spec, dataset, proto, opts, force) -> dict:
     with atomic_dir(out, force=True) as tmp:  # compare() refused an existing `out` before measuring
         (tmp / "grids").mkdir()
         n_cls = min(t.var.num_classes, 10) if dataset is None else t.var.num_classes
@@ -149,19 +169,22 @@ def _write(out: Path, rows, images, t, teacher_spec, dataset, proto, opts, force
             imgs = rp.grid_images(images[r["method"]], stride, n_cls, per)
             rp.save_png(rp.side_by_side(t_imgs, imgs, per, ("teacher", r["method"])), tmp / name)
             r["grid"] = grids[r["method"]] = name
-        title = f"{dataset or teacher_spec}: quality vs transformer FLOPs"
-        pareto = "pareto.png" if rp.pareto_plot(rows, tmp / "pareto.png", title) else None
+        name = dataset or teacher_spec
+        pareto = "pareto.png" if rp.pareto_plot(rows, tmp / "pareto.png", name, "gflops") else None
+        pareto_lat = "pareto_latency.png" if rp.pareto_plot(rows, tmp / "pareto_latency.png", name,
+                                                             "latency") else None
         report = {"format": "varcompress-compare", "schema_version": SCHEMA_VERSION,
                   "varcompress_version": __version__,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "dataset": dataset, "teacher": teacher_spec, "protocol": proto.to_dict(),
-                  "latency": {"batch": opts.batch, "repeats": opts.repeats, "warmup": opts.warmup,
-                              "threads": torch.get_num_threads(), "device": opts.device},
+                  "quality_seeds": list(opts.seeds),
+                  "latency": {"batches": list(opts.batches), "rounds": opts.rounds, "warmup": opts.warmup,
+                              "threads": opts.threads, "device": opts.device, "fresh_process": True},
                   "rows": rows, "files": {"markdown": "table.md", "csv": "table.csv", "json": "report.json",
-                                          "pareto": pareto, "grids": grids}}
+                                          "pareto": pareto, "pareto_latency": pareto_lat, "grids": grids}}
         validate_report(report)
         (tmp / "table.md").write_text(rp.markdown(report))
-        (tmp / "table.csv").write_text(rp.csv_text(rows))
+        (tmp / "table.csv").write_text(rp.csv_text(rows, opts.batches))
         (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
         if out.exists() and not force:
             raise VarcompressError(f"{out}: exists (use --force to overwrite)")

@@ -5,19 +5,19 @@
 - Active params per token: the linear-layer part of that count (qkv, proj, FFN, router,
   word embedding, head) / 2 / (tokens x CFG rows): the weights a generated token is
   multiplied by, averaged over tokens (a skipped token multiplies none of a block's).
-- Latency: `autoregressive_infer_cfg` on one batch, timed round-robin over all models
-  (rotated order each repeat, median), so contention from other jobs hits all alike.
-- Quality: the testbed protocol (`testbed_metrics`) and teacher-relative metrics on one
-  shared set of teacher-drawn maps; same seeds and classes for every model.
+- Latency: `compare.timing` (every model, path and batch in its own fresh process).
+- Quality: the testbed protocol (`testbed_metrics`) over several sampling seeds (mean and
+  spread; the real reference stays fixed) and teacher-relative metrics on one shared set
+  of teacher-drawn maps; same seeds and classes for every model.
 """
 from __future__ import annotations
 
 import math
 import statistics
-import time
 
 import torch
 
+from ..evaluate import testbed_metrics
 from ..flops import FlopsReport, var_flops
 from ..streams import derive_seed
 
@@ -56,39 +56,21 @@ def relative_metrics(var, teacher, maps, proto) -> dict:
                           "token_agreement": ss["token_agreement_per_scale"]}}
 
 
-def _runners(var, batch: int, sampling: dict, seed: int) -> tuple:
-    """(eager call, engine call or None) generating one batch of `var`; None where the engine refuses the model."""
-    from ..engine import Engine
-    from ..errors import VarcompressError
-
-    labels = torch.arange(batch, device=var.pos_1LC.device) % var.num_classes
-    try:
-        eng = Engine(var)
-    except VarcompressError:
-        eng = None
-    eager = lambda: var.autoregressive_infer_cfg(batch, labels, g_seed=seed, **sampling)  # noqa: E731
-    return eager, (lambda: eng.generate(batch, labels, g_seed=seed, **sampling)) if eng is not None else None
+QUALITY = ("accuracy", "fid", "precision", "recall")
 
 
-@torch.no_grad()
-def time_generation(models: list, batch: int, repeats: int, warmup: int, sampling: dict, seed: int = 0,
-                    log=None) -> list[tuple[float, float | None]]:
-    """(eager, engine) median seconds per batch of each model, measured round-robin (order rotated per
-    repeat, every model's eager and engine calls in each round); engine None where it refuses a model."""
-    calls = [c for var in models for c in _runners(var, batch, sampling, seed)]
-    n = len(calls)
-    times: list[list[float]] = [[] for _ in range(n)]
-    for r in range(warmup + repeats):
-        for j in range(n):
-            i = (j + r) % n
-            if calls[i] is None:
-                continue
-            t0 = time.perf_counter()
-            calls[i]()
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[i].append(dt)
-        if log is not None:
-            log(f"latency: round {r + 1}/{warmup + repeats}")
-    med = [statistics.median(t) if t else None for t in times]
-    return list(zip(med[0::2], med[1::2]))
+def quality_over_seeds(var, dataset: str, proto, seeds: list[int]) -> tuple[dict, torch.Tensor]:
+    """Testbed metrics for each sampling seed (fixed real reference): mean, sample std and per-seed
+    values; returns them with the first seed's images (for the grids)."""
+    per, first = {k: [] for k in QUALITY}, None
+    for s in seeds:
+        tb, images = testbed_metrics(var, dataset, proto, sample_seed=s)
+        first = images if first is None else first
+        for k in QUALITY:
+            per[k].append(float(tb[k]))
+    out = {}
+    for k, v in per.items():
+        out[k] = statistics.fmean(v)
+        out[f"{k}_std"] = statistics.stdev(v) if len(v) > 1 else None
+    out["per_seed"] = {"seeds": list(seeds), **per}
+    return out, first

@@ -7,8 +7,8 @@ vae: null
 models:                         # a spec, or {label, model}
   - runs/cmp/act75
   - {label: wanda-ft, model: runs/cmp/wanda75_ft}
-eval: {n_per_class: 50, seed: 0, teacher_maps: 64, same_seed: 32, grid_per_class: 8}
-latency: {batch: 16, repeats: 5, warmup: 1}
+eval: {n_per_class: 50, seed: 0, seeds: [0, 1, 2], teacher_maps: 64, same_seed: 32, grid_per_class: 8}
+latency: {batches: [1, 16], rounds: 3, warmup: 1, threads: 1}   # each model, path, batch: a fresh process
 ```
 Unknown keys and bad values are one VarcompressError naming the key path.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..distill.recipe import read_yaml_file
 from ..distill.schema import REQUIRED, any_of, fail, integer, list_of, mapping, optional, string
 from ..errors import VarcompressError
 from .api import CompareOptions
@@ -35,16 +36,17 @@ SCHEMA = {
     "teacher": (optional(string), None),
     "vae": (optional(string), None),
     "models": (list_of(any_of(_model, what="a model spec or {label, model}"), 1), REQUIRED),
-    "eval": (mapping({"n_per_class": (integer(2), 50), "seed": (integer(0), 0), "teacher_maps": (integer(1), 64),
-                      "same_seed": (integer(1), 32), "grid_per_class": (integer(1), 8)}), None),
-    "latency": (mapping({"batch": (integer(1), 16), "repeats": (integer(1), 5), "warmup": (integer(0), 1)}), None),
+    "eval": (mapping({"n_per_class": (integer(2), 50), "seed": (integer(0), 0), "seeds": (list_of(integer(0), 1),
+                                                                                           [0, 1, 2]),
+                      "teacher_maps": (integer(1), 64), "same_seed": (integer(1), 32),
+                      "grid_per_class": (integer(1), 8)}), None),
+    "latency": (mapping({"batches": (list_of(integer(1), 1), [1, 16]), "rounds": (integer(1), 3),
+                         "warmup": (integer(0), 1), "threads": (integer(1), 1)}), None),
 }
 
 
 def load_compare_recipe(path: str | Path) -> tuple[list[Entry], dict, CompareOptions]:
     """(models, {dataset, teacher, vae}, options) from a compare recipe file."""
-    from ..distill.recipe import read_yaml_file
-
     path = Path(path)
     d = read_yaml_file(path)
     if not isinstance(d, dict):

@@ -105,15 +105,17 @@ def load_students(model: str, var, specs: list[str], device) -> list[tuple[str, 
 
 def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, calib: int,
                  act_eager: bool = True, eager: bool = True, extras: tuple[str, ...] = (),
-                 log=print, students: list[tuple[str, object]] = ()) -> list[Variant]:
+                 log=print, students: list[tuple[str, object]] = (), only: str | None = None) -> list[Variant]:
     """extras: "compile" and/or "graphs" add engine variants with torch.compile / CUDA graphs;
-    students: (label, model) pairs timed like the budgets (their own eager path and the engine)."""
+    students: (label, model) pairs timed like the budgets (their own eager path and the engine);
+    only: build just the variant of that name (a fresh-process worker times one variant)."""
     from ..convert import ConvertConfig, convert
     from .engine import Engine
 
     dec, dec_fast = decode_gflops(vae), decode_gflops(vae, subpixel=True)
     dense = var_flops(var.cfg).transformer
     out = []
+    want = lambda name: only is None or name == only  # noqa: E731
 
     def eager_variant(m, name, gflops, info, autocast: torch.dtype | None = None, malloc: bool = False):
         run, parts = eager_profiled(m, autocast)
@@ -125,22 +127,27 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
         opts = [()] + ([tuple(extras)] if extras else [])
         for dt, opt in [(dt, o) for dt in dtypes for o in opts]:
             graphs, comp = "graphs" in opt, "compile" in opt
+            tag = ("fp32" if dt == torch.float32 else "bf16") + "".join(f"+{o}" for o in opt)
+            if not want(f"{prefix}engine-{tag}"):
+                continue
             eng = Engine(m, dtype=dt, device=device, decode_dtype=dt, cuda_graphs=graphs, compile=comp,
                          compile_mode="max-autotune-no-cudagraphs" if graphs and comp else "default")
             eng.profile = device.type == "cpu"  # free on CPU; on GPU the syncs would cost
-            tag = ("fp32" if dt == torch.float32 else "bf16") + "".join(f"+{o}" for o in opt)
             out.append(Variant(model, f"{prefix}engine-{tag}", _engine_run(eng), gflops, dec_fast, True,
                                (lambda e=eng: dict(e.last_timings, **{f"cpu_{k}": v for k, v in
                                                                     e.last_cpu_timings.items()})),
                                dict(info, dtype=tag)))
 
     if eager:
-        out.append(eager_variant(var, "eager", dense, {}))
-        if device.type == "cpu":  # the same call with the engine's malloc tuning: the allocator's share of the gain
+        if want("eager"):
+            out.append(eager_variant(var, "eager", dense, {}))
+        if device.type == "cpu" and want("eager+malloc"):  # with the engine's malloc tuning: the allocator's share
             out.append(eager_variant(var, "eager+malloc", dense, {}, malloc=True))
-        if bf16:  # the official protocol: the eager call under bf16 autocast (the like-for-like bf16 baseline)
+        if bf16 and want("eager-bf16"):  # the official protocol: the eager call under bf16 autocast
             out.append(eager_variant(var, "eager-bf16", dense, {}, torch.bfloat16))
     engine_variants(var, "", dense, {"fraction": 1.0})
+    budgets = [b for b in budgets if only is None or only.startswith(f"act[{b}]-")]
+    students = [(lb, m) for lb, m in students if only is None or only.startswith(f"{lb}-")]
     if budgets:
         labels, x = random_calibration(var, calib)
         for b in budgets:
@@ -154,13 +161,13 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
                           calib=(labels.to(device), x.to(device)))
             g = act.budget()["transformer_gflops"]
             info = {"fraction": g / dense, "budget": b}
-            if act_eager:
+            if act_eager and want(f"act[{b}]-eager"):
                 out.append(eager_variant(act, f"act[{b}]-eager", g, info))
             engine_variants(act, f"act[{b}]-", g, info)
     for label, m in students:
         g = m.budget()["transformer_gflops"] if hasattr(m, "budget") else var_flops(m.cfg).transformer
         info = {"fraction": g / dense, "budget": label}
-        if act_eager:
+        if act_eager and want(f"{label}-eager"):
             out.append(eager_variant(m, f"{label}-eager", g, info))
         engine_variants(m, f"{label}-", g, info)
     for v in out:
