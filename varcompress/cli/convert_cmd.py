@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..durable import check_output
 from ..errors import VarcompressError
 from . import app
 
@@ -37,6 +38,8 @@ def convert(
     calib_samples: int = typer.Option(32, help="Teacher-drawn calibration images."),
     seed: int = typer.Option(0),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="Progress bars with ETA for every phase (shown only on a terminal)."),
 ):
     """Split FFNs into experts with routers, add token selectors, calibrate, and save."""
     from ..checkpoint import sha256_file
@@ -47,8 +50,7 @@ def convert(
 
     spec = ckpt or "digits"
     out = out or Path(f"{Path(spec).stem if Path(spec).suffix else Path(spec).name}-activated")
-    if out.exists() and not force:
-        raise VarcompressError(f"{out}: exists (use --force to overwrite)")
+    check_output(out, force)
     m = resolve_model(spec, vae)
     if m.kind != "dense":
         raise VarcompressError(f"{spec}: {'an' if m.kind == 'activated' else 'a'} {m.kind} model; convert takes a "
@@ -65,7 +67,7 @@ def convert(
         kw.update(calib_cfg=s.get("cfg", 1.5), calib_top_k=s.get("top_k", 0), calib_top_p=s.get("top_p", 0.0) or 1.0)
     cfg = ConvertConfig(**kw)
     typer.echo(f"converting {m.label}: {cfg.experts} experts, calibrating on {cfg.calib_samples} teacher samples")
-    model = run_convert(m.var, cfg)
+    model = run_convert(m.var, cfg, progress=progress)
     source_file = teacher_paths(m.dataset)["var"] if m.dataset and not Path(spec).exists() else Path(spec)
     if source_file.is_dir():  # an exported dense model
         source_file = source_file / "model.safetensors"

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .. import __version__
 from ..checkpoint import atomic_dir, check_finite, read_format_json, read_state_dict
@@ -22,7 +23,7 @@ from ..var_io import build_var, check_var_config, validate_state_dict
 from .activated import ActivatedVAR
 from .budget import allocate
 from .build import build_gated_block
-from .calibrate import draw_calibration, iterate_teacher_blocks, teacher_logits, with_uncond
+from .calibrate import bar_off, draw_calibration, iterate_teacher_blocks, teacher_logits, with_uncond
 from .config import ConvertConfig, keep_counts
 from .fx_pass import find_ffns
 
@@ -31,11 +32,12 @@ FORMAT_VERSION = 1
 
 
 @torch.no_grad()
-def convert(var, cfg: ConvertConfig | None = None, calib=None) -> ActivatedVAR:
+def convert(var, cfg: ConvertConfig | None = None, calib=None, progress: bool = False) -> ActivatedVAR:
     """Dense VAR -> ActivatedVAR, calibrated on teacher-forcing tensors `calib` = (labels, x).
 
-    Without `calib` the teacher draws `cfg.calib_samples` images itself (needs its VQVAE).
-    The teacher is not modified. `model.convert_report` holds the fit statistics.
+    Without `calib` the teacher draws `cfg.calib_samples` token maps itself (needs its VQVAE).
+    The teacher is not modified. `model.convert_report` holds the fit statistics. With
+    `progress`, every phase shows a tqdm bar with its ETA (where stderr is a terminal).
     """
     cfg = (cfg or ConvertConfig()).validate()
     sites = find_ffns(var)
@@ -43,7 +45,7 @@ def convert(var, cfg: ConvertConfig | None = None, calib=None) -> ActivatedVAR:
     for site in sites:
         cfg.check_model(depth, S, site.hidden)
     if calib is None:
-        calib = draw_calibration(var, cfg.calib_samples, derive_seed(cfg.seed, "calibration"), cfg.calib_cfg, cfg.calib_top_k, cfg.calib_top_p)
+        calib = draw_calibration(var, cfg.calib_samples, derive_seed(cfg.seed, "calibration"), cfg.calib_cfg, cfg.calib_top_k, cfg.calib_top_p, progress=progress)
     labels, x = _check_calib(var, calib)
     lab_u, x_u = with_uncond(var, labels, x)
     fc1_names = [[s.fc1 for s in sites if s.index == b] for b in range(depth)]
@@ -52,24 +54,38 @@ def convert(var, cfg: ConvertConfig | None = None, calib=None) -> ActivatedVAR:
     blocks, stats = [], []
     was_training = var.training
     var.eval()
+    steps = sum(2 + 2 * len(names) for names in fc1_names)  # capture, (clustering, router) per FFN, selector
+    bar = tqdm(total=steps, desc="convert: calibrating blocks", unit="step", disable=bar_off(progress))
     try:
         for b, cap in iterate_teacher_blocks(var, lab_u, x_u, fc1_names, cfg.calib_tokens, cfg.seed):
             st = {}
+            done = _phase_done(bar, b)
+            done("capture")
             blocks.append(build_gated_block(var.blocks[b], b, cfg, var.patch_nums, var.cfg.norm_eps,
-                                            counts, ks[b], cap, st))
+                                            counts, ks[b], cap, st, on_phase=done))
             stats.append(st)
+        bar.close()
         model = ActivatedVAR.from_dense(var, cfg, blocks)
         report = {"blocks": stats, "calib_samples": int(labels.shape[0])}
         if cfg.flops_target is not None:
             n = min(cfg.sensitivity_samples, labels.shape[0])
             sl, sx = with_uncond(var, labels[:n], x[:n])
             t = teacher_logits(var, sl, sx) if cfg.allocation == "sensitivity" else None
-            report["allocation"] = allocate(model, cfg.flops_target, cfg.allocation, (sl, sx), t)
+            report["allocation"] = allocate(model, cfg.flops_target, cfg.allocation, (sl, sx), t, progress)
     finally:
+        bar.close()
         var.train(was_training)
     report["budget"] = model.budget()
     model.convert_report = report
     return model
+
+
+def _phase_done(bar, b: int):
+    """Advance the block bar by one finished phase of block b, naming it."""
+    def done(phase: str) -> None:
+        bar.set_postfix_str(f"block {b} {phase}")
+        bar.update(1)
+    return done
 
 
 def _check_calib(var, calib) -> tuple[torch.Tensor, torch.Tensor]:

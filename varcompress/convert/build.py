@@ -21,13 +21,20 @@ from .router import Router, fit_router
 from .selector import TokenSelector, fit_selector
 
 
+def _quiet(phase: str) -> None:
+    pass
+
+
 def _device(block: nn.Module) -> torch.device:
     return next(block.parameters()).device
 
 
 def _make_expert(site: FFNSite, fc1: nn.Linear, fc2: nn.Linear, cfg: ConvertConfig, top_k: int,
-                 X: torch.Tensor | None, stats: dict, X_routed: torch.Tensor | None = None) -> ExpertFFN:
-    """Cluster on all calibration tokens X; fit router and compensation on X_routed (default X)."""
+                 X: torch.Tensor | None, stats: dict, X_routed: torch.Tensor | None = None,
+                 on_phase=_quiet) -> ExpertFFN:
+    """Cluster on all calibration tokens X; fit router and compensation on X_routed (default X).
+
+    `on_phase(name)` is called as each phase (clustering, router) finishes: convert's progress bar."""
     router = Router(site.in_features, cfg.routed_experts, cfg.router, cfg.router_hidden, cfg.router_target)
     kw = dict(shared=cfg.shared_experts, top_k=top_k, routing=cfg.routing, tau=cfg.tau)
     if X is None:
@@ -41,6 +48,7 @@ def _make_expert(site: FFNSite, fc1: nn.Linear, fc2: nn.Linear, cfg: ConvertConf
     by_mass = norms.mean(0).argsort(descending=True).tolist()
     order = by_mass[:cfg.shared_experts] + sorted(by_mass[cfg.shared_experts:])
     groups, norms = groups[order], norms[:, order]
+    on_phase("clustering")
     m = ExpertFFN.from_dense(fc1, fc2, groups, site.approximate, router=router.to(fc1.weight.device), **kw)
     S = cfg.shared_experts
     if m.routed:
@@ -52,12 +60,13 @@ def _make_expert(site: FFNSite, fc1: nn.Linear, fc2: nn.Linear, cfg: ConvertConf
         if cfg.compensation:
             m.calibrate_compensation(Xr)
     stats["expert_mass"] = (norms.mean(0) / norms.mean(0).sum()).tolist()
+    on_phase("router")
     return m
 
 
 def build_gated_block(block: nn.Module, index: int, cfg: ConvertConfig, patch_nums, norm_eps: float,
                       keep_counts: list[int], top_k: int, cap: BlockCapture | None = None,
-                      stats: dict | None = None) -> GatedBlock:
+                      stats: dict | None = None, on_phase=_quiet) -> GatedBlock:
     """GatedBlock around an fx-rewritten copy of `block` (the original is left untouched)."""
     stats = {} if stats is None else stats
     dev = _device(block)
@@ -73,13 +82,16 @@ def build_gated_block(block: nn.Module, index: int, cfg: ConvertConfig, patch_nu
         X = cap.ffn_in[site.fc1]
         first = 0 if cfg.expert_scales is None else len(patch_nums) - cfg.expert_scales
         routed = cap.scale >= first  # fit router and compensation on the tokens that will be routed
-        return _make_expert(site, fc1, fc2, cfg, top_k, X, stats, X[routed] if int(routed.sum()) >= 64 else X)
+        return _make_expert(site, fc1, fc2, cfg, top_k, X, stats, X[routed] if int(routed.sum()) >= 64 else X,
+                            on_phase)
 
     inner, sites = rewrite_block(src, make, prefix=f"blocks.{index}", index=index)
     with torch.device(dev):
         sel = TokenSelector(C, cfg.selector, norm_eps, cfg.upsample)
     if cap is not None and cfg.selector == "learned":
         stats["selector_r2"] = fit_selector(sel, cap.x_in.to(dev), cap.x_out.to(dev), cap.scale)["r2_within_scale"]
+    if cap is not None:
+        on_phase("selector")
     cache = cfg.cache_scale if cfg.cache_scale is not None else max(0, len(patch_nums) - cfg.sparse_scales - 1)
     return GatedBlock(inner, sel, patch_nums, keep_counts, cfg.reconstruction, cfg.upsample, cfg.expert_scales,
                       cache_scale=cache)

@@ -1,4 +1,4 @@
-"""Calibration data: drawing teacher samples and capturing teacher activations block by block.
+"""Calibration data: drawing teacher token maps and capturing teacher activations block by block.
 
 Calibration runs teacher forcing on (labels, x) with every sample also given the
 unconditional label (CFG runs both rows at generation time). Hidden states of all
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..errors import VarcompressError
 
@@ -28,20 +29,34 @@ class BlockCapture:
 
 @torch.no_grad()
 def draw_calibration(var, n: int, seed: int = 0, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96,
-                     batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample n images with the teacher; return teacher-forcing tensors (labels, x_BLCv_wo_first_l)."""
+                     batch: int = 16, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample n token maps with the teacher; return teacher-forcing tensors (labels, x_BLCv_wo_first_l).
+
+    Drawn through the engine in float32 without decoding images (only the tokens are used);
+    the bar counts tokens, so its ETA holds across scales.
+    """
     if var.vae is None:
         raise VarcompressError("convert needs calibration data: pass calib=(labels, x) or attach a VQVAE to the VAR")
+    from ..engine import Engine  # here, not at the top: the engine imports convert.router (a cycle)
+
     dev = var.pos_1LC.device
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, var.num_classes, (n,), generator=g).to(dev)
+    eng = Engine(var, dtype=torch.float32, device=dev)
     xs = []
-    for i in range(0, n, batch):
-        lb = labels[i:i + batch]
-        _, idx = var.autoregressive_infer_cfg(lb.shape[0], lb, g_seed=seed + i, cfg=cfg, top_k=top_k,
-                                              top_p=top_p, return_idx=True)
-        xs.append(var.vae.idxBl_to_var_input(idx))
+    with tqdm(total=n * var.L, desc="convert: drawing calibration", unit="tok", disable=bar_off(progress)) as bar:
+        for i in range(0, n, batch):
+            lb = labels[i:i + batch]
+            _, idx = eng.generate(lb.shape[0], lb, g_seed=seed + i, cfg=cfg, top_k=top_k, top_p=top_p,
+                                  return_idx=True, decode=False,
+                                  logits_hook=lambda si, logits: bar.update(logits.shape[0] * logits.shape[1]))
+            xs.append(var.vae.idxBl_to_var_input(idx))
     return labels, torch.cat(xs)
+
+
+def bar_off(progress: bool) -> bool | None:
+    """tqdm's `disable`: off when not asked for, else on only where stderr is a terminal (as distill)."""
+    return True if not progress else None
 
 
 def with_uncond(var, labels: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
