@@ -7,12 +7,13 @@ import torch
 
 from varcompress.errors import VarcompressError
 from varcompress.metrics import classifier as clf
+from varcompress.metrics.corruptions import corruption_accuracy
 from varcompress.metrics.frechet import feature_stats, frechet_distance
 from varcompress.metrics.precision_recall import knn_radii, precision_recall
 from varcompress.metrics.testbed_eval import TestbedEvaluator, reference_scores
 from varcompress.testbed import get_dataset
 
-THRESHOLDS = {"shapes": 0.98, "digits": 0.97}
+THRESHOLDS = {"shapes": 0.98, "digits": 0.97, "scenes": 0.98}
 
 
 def _random_cov(rng, d, n=None):
@@ -78,17 +79,25 @@ def test_precision_recall_identical_disjoint_and_half():
         precision_recall(real, torch.randn(10, 8))
 
 
-@pytest.mark.parametrize("name", ["shapes", "digits"])
+@pytest.mark.parametrize("name", ["shapes", "digits", "scenes"])
 def test_shipped_classifier_accuracy(name):
     model = clf.load_classifier(name)
     x, y = get_dataset(name, "test")
     acc = clf.accuracy(model, x, y)
     assert acc >= THRESHOLDS[name]
     assert clf.classifier_info(name)["test_accuracy"] == pytest.approx(acc, abs=2e-3)
-    assert (clf.ASSETS / f"classifier_{name}.safetensors").stat().st_size < 2_000_000
+    assert (clf.ASSETS / f"classifier_{name}.safetensors").stat().st_size < 2_500_000
     # a generator whose images ignore the requested label scores near chance
     wrong = torch.randint(0, 10, y.shape, generator=torch.Generator().manual_seed(0))
     assert 0.04 <= clf.accuracy(model, x, wrong) <= 0.17
+
+
+def test_scenes_classifier_is_not_forgiving():
+    """Colour and texture define a scenes class: greying or swapping channels must break recognition
+    (the shapes classifier still reads 100% of grey shapes, docs/TESTBED.md)."""
+    acc = corruption_accuracy("scenes", n=300)
+    assert acc["clean"] >= 0.98
+    assert acc["grey"] < 0.4 and acc["channels_brg"] < 0.2 and acc["blur_sigma3"] < 0.7
 
 
 def test_classifier_training_is_deterministic_and_round_trips(tmp_path, monkeypatch):
@@ -116,7 +125,7 @@ def test_evaluator_scores_real_reference_as_perfect():
             ev.evaluate(*bad)
 
 
-@pytest.mark.parametrize("name, n", [("shapes", 400), ("digits", 300)])
+@pytest.mark.parametrize("name, n", [("shapes", 400), ("digits", 300), ("scenes", 300)])
 def test_reference_scores_floor_far_below_ceiling(name, n):
     s = reference_scores(name, n)
     floor, ceil = s["floor"], s["ceiling"]

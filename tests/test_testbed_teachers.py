@@ -9,19 +9,21 @@ import torch
 from varcompress import VarcompressError
 from varcompress.evaluate import EvalProtocol
 from varcompress.evaluate import testbed_metrics as sample_and_score
+from varcompress.testbed import dataset_info
 from varcompress.testbed.teachers import load_teacher, teacher_card, teacher_paths, teacher_spec
 from varcompress.testbed.train import train_tokenizer
 
-SHIPPED = [n for n in ("digits", "shapes") if teacher_paths(n)["var"].exists()]
+SHIPPED = [n for n in ("digits", "shapes", "scenes") if teacher_paths(n)["var"].exists()]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_teacher_generates_recognisable_classes(name):
     var, vae = load_teacher(name)
-    assert var.vae is vae and var.num_classes == 10 and var.cfg.patch_nums == (1, 2, 3, 4, 5, 6, 8)
+    info = dataset_info(name)
+    assert var.vae is vae and var.num_classes == 10 and var.cfg.patch_nums == tuple(info["patch_nums"])
     assert var.cfg.embed_dim * var.cfg.mlp_ratio >= 8 * 32  # wide enough for >= 8 experts
     metrics, images = sample_and_score(var, name, EvalProtocol(n_per_class=4, sampling=teacher_card(name)["sampling"]))
-    assert images.shape == (40, 3, 32, 32)
+    assert images.shape == (40, 3, info["image_size"], info["image_size"])
     assert metrics["accuracy"] >= 0.85  # label = class (the digit); measured ~0.99 at larger n
 
 

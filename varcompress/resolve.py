@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import VarcompressError
+from .testbed.datasets import DATASETS, dataset_info
 
-TESTBED_NAMES = ("shapes", "digits")
+TESTBED_NAMES = tuple(DATASETS)
 
 
 @dataclass
@@ -24,15 +25,15 @@ class LoadedModel:
 
 def load_vae_for(vae_path: str | Path | None, dataset: str | None, what: str, patch_nums=None):
     """The VQVAE a model generates with: the file given, else the testbed's (scale schedule `patch_nums`)."""
-    from .testbed.datasets import PATCH_NUMS
     from .vae_io import load_vae
 
+    testbed_scales = tuple(dataset_info(dataset)["patch_nums"]) if dataset else None
     if vae_path is not None:
-        return load_vae(vae_path, patch_nums=patch_nums or (PATCH_NUMS if dataset else None))
+        return load_vae(vae_path, patch_nums=patch_nums or testbed_scales)
     if dataset is not None:
         from .testbed.teachers import teacher_paths
 
-        return load_vae(teacher_paths(dataset)["vae"], patch_nums=PATCH_NUMS)
+        return load_vae(teacher_paths(dataset)["vae"], patch_nums=testbed_scales)
     raise VarcompressError(f"{what}: pass --vae (the model's VQVAE checkpoint)")
 
 

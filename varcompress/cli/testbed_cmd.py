@@ -14,7 +14,7 @@ app.add_typer(testbed_app, name="testbed")
 
 @testbed_app.command("train")
 def train(
-    name: str = typer.Argument(..., help="Data set: shapes | digits."),
+    name: str = typer.Argument(..., help="Data set: scenes | shapes | digits."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the package's shipped assets)."),
     seed: int = typer.Option(0, help="Random seed."),
     vae_steps: Optional[int] = typer.Option(None, help="Override the tokenizer's training steps."),
@@ -43,15 +43,51 @@ def train(
 
 
 @testbed_app.command("info")
-def info():
-    """List the built-in data sets and whether a trained teacher is shipped for each."""
+def info(name: Optional[str] = typer.Argument(None, help="One data set (default: all of them).")):
+    """Describe the built-in data sets, their teachers (shipped or not) and the teachers' cards."""
     from ..testbed.datasets import DATASETS, dataset_info
     from ..testbed.teachers import teacher_card, teacher_paths
 
-    for name in DATASETS:
-        d = dataset_info(name)
-        has = teacher_paths(name)["var"].exists()
-        card = teacher_card(name)
-        typer.echo(f"{name}: {d['num_classes']} classes, {d['image_size']}x{d['image_size']}, "
+    for n in [name] if name is not None else list(DATASETS):
+        d = dataset_info(n)
+        has = teacher_paths(n)["var"].exists()
+        card = teacher_card(n)
+        typer.echo(f"{n}: {d['num_classes']} classes, {d['image_size']}x{d['image_size']}, "
                    f"patch_nums {tuple(d['patch_nums'])}; teacher {'shipped' if has else 'missing'}"
                    + (f", sampling {card.get('sampling')}" if card else ""))
+        if name is not None:
+            typer.echo(f"  {d['description']}")
+            typer.echo(f"  classes: {', '.join(d['class_names'])}")
+            if card:
+                var = card["var"]
+                typer.echo(f"  VAR: depth {var['depth']}, width {var['embed_dim']}, {var['num_heads']} heads, "
+                           f"vocab {var['vocab_size']}; trained {card['var_steps']} steps x {card['var_batch']} "
+                           f"({card['train_seconds']['var']} s); tokenizer {card['vae_steps']} steps "
+                           f"({card['train_seconds']['vae']} s)")
+                for key in ("metrics", "sampling_note"):
+                    if key in card:
+                        typer.echo(f"  {key}: {card[key]}")
+
+
+@testbed_app.command("report")
+def report(
+    name: str = typer.Argument(..., help="Data set whose shipped teacher to validate."),
+    out: Path = typer.Option(..., help="Output folder: report.json, report.md, samples.png, scale_ablation.png."),
+    n_per_class: int = typer.Option(50, help="Samples per class (the FID sample count is 10x this)."),
+    seeds: int = typer.Option(3, help="Sampling seeds (>= 2: the spread of FID and accuracy)."),
+    n_real: int = typer.Option(2000, help="Real test images for the tokenizer and classifier checks."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
+):
+    """Validate a testbed teacher: tokenizer, classifier strictness, seed noise, last-scale ablation."""
+    from ..checkpoint import atomic_dir
+    from ..durable import check_output
+    from ..errors import VarcompressError
+    from ..testbed.report import teacher_report, write_report
+
+    check_output(out, force)
+    if n_per_class < 2 or seeds < 2 or n_real < 2:
+        raise VarcompressError("--n-per-class, --seeds and --n-real must be >= 2")
+    result, pictures = teacher_report(name, n_per_class=n_per_class, seeds=tuple(range(seeds)), n_real=n_real)
+    with atomic_dir(out, force=force) as tmp:
+        write_report(result, pictures, tmp)
+    typer.echo((out / "report.md").read_text())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..testbed.datasets import get_dataset, get_spec
+from ..testbed.datasets import at_most_split, get_dataset
 from .classifier import accuracy, load_classifier
 
 
@@ -42,9 +42,7 @@ CORRUPTIONS = {"grey": grey, "blur_sigma1.5": blur, "blur_sigma3": lambda x: blu
 def corruption_accuracy(name: str, n: int = 2000, seed: int = 0) -> dict:
     """Classifier accuracy on `n` real test images (at most the split), clean and under each corruption."""
     model = load_classifier(name)
-    limit = get_spec(name).split_sizes["test"]
-    n = n if limit is None else min(n, limit)
-    x, y = get_dataset(name, "test", n=n, seed=seed)
+    x, y = get_dataset(name, "test", n=at_most_split(name, "test", n), seed=seed)
     out = {"clean": accuracy(model, x, y)}
     for label, fn in CORRUPTIONS.items():
         out[label] = accuracy(model, fn(x).clamp(0, 1), y)

@@ -108,6 +108,12 @@ def get_dataset(name: str, split: str = "train", n: Optional[int] = None, seed: 
     return spec.load(split, n, _as_int(seed, "seed"))
 
 
+def at_most_split(name: str, split: str, n: int) -> int:
+    """`n`, or the split's size when that is smaller (unlimited sets: always `n`)."""
+    limit = get_spec(name).split_sizes[split]
+    return n if limit is None else min(n, limit)
+
+
 def _as_int(value, what: str) -> int:
     """Accept Python/numpy/torch integers, refuse bools, floats and strings."""
     try:

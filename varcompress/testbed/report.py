@@ -1,0 +1,174 @@
+"""Is a testbed teacher fit to tell compression methods apart? The numbers that say so.
+
+`teacher_report(name)` measures, for a shipped (or freshly trained) teacher:
+- its tokenizer on held-out real images: PSNR, a colour error and the saturation kept;
+- how forgiving the set's classifier is (accuracy on grey / blurred / colour-shuffled
+  real images: `metrics.corruptions`);
+- floor and ceiling of the testbed metrics at the sample count used;
+- the teacher's accuracy / FID / precision / recall over several sampling seeds against
+  one fixed real reference (mean and spread: the noise later tables are judged by);
+- the last-scale ablation: the same teacher samples decoded without their last one or two
+  scales (the tokenizer's cumulative map of the earlier scales, upsampled), on the
+  teacher's samples and on real images. If quality barely moves, the set is too coarse
+  for token sparsity to be measured on it.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..evaluate import testbed_evaluator
+from ..generation import per_class_labels
+from ..metrics.corruptions import corruption_accuracy
+from ..metrics.testbed_eval import reference_scores
+from ..streams import derive_seed
+from ..teacher_tokens import draw_token_maps
+from ..viz import concat_grids_side_by_side, grid_array, save_grid
+from .datasets import at_most_split, get_dataset
+from .teachers import load_teacher, teacher_card
+
+
+def _saturation(x: torch.Tensor) -> torch.Tensor:
+    mx, mn = x.max(1).values, x.min(1).values
+    return (mx - mn) / mx.clamp_min(1e-6)
+
+
+@torch.no_grad()
+def tokenizer_quality(vae, name: str, n: int = 500, seed: int = 0, batch: int = 100) -> dict:
+    """PSNR, colour error (8x8-pooled RGB, 0-255 units) and saturation ratio on real test images,
+    with all scales and with the last one / two scales left out."""
+    n = at_most_split(name, "test", n)
+    x, _ = get_dataset(name, "test", n=n, seed=seed)
+    sums = {k: {"mse": 0.0, "colour": 0.0, "sat": 0.0} for k in ("all", "without_last", "without_last_two")}
+    for i in range(0, n, batch):
+        real = x[i:i + batch]
+        cum = vae.idxBl_to_img(vae.img_to_idxBl(real * 2 - 1), same_shape=True, last_one=False)
+        for key, img in zip(sums, (cum[-1], cum[-2], cum[-3])):
+            rec = (img + 1) / 2
+            s = sums[key]
+            s["mse"] += float(((rec - real) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10).log10().sum())
+            pool = torch.nn.functional.avg_pool2d
+            s["colour"] += float((pool(rec, 8) - pool(real, 8)).abs().mean(dim=(1, 2, 3)).sum()) * 255
+            s["sat"] += float(_saturation(rec).mean(dim=(1, 2)).sum())
+    sat_real = float(_saturation(x).mean())   # 0 for a grey set: no ratio then
+    return {key: {"psnr_db": round(-10 * s["mse"] / n, 2), "colour_error_255": round(s["colour"] / n, 2),
+                  "saturation_ratio": round(s["sat"] / n / sat_real, 3) if sat_real > 1e-3 else None}
+            for key, s in sums.items()} | {"n": n}
+
+
+@torch.no_grad()
+def sample_with_tokens(var, labels: torch.Tensor, seed: int, sampling: dict, batch: int = 50,
+                       progress: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Teacher samples in [0,1] and their token maps (one tensor per scale); batches of 50 draw with the
+    g_seeds `generation.sample_classes` uses, so `varcompress eval` sees the same images."""
+    maps = draw_token_maps(var, labels, seed=seed, batch=batch, progress=progress, **sampling)
+    idx = list(maps.idx.split([pn * pn for pn in var.vae.patch_nums], dim=1))
+    images = torch.cat([var.vae.idxBl_to_img([t[i:i + batch] for t in idx], last_one=True)
+                        for i in range(0, len(labels), batch)])
+    return (images + 1) / 2, idx
+
+
+def _spread(rows: list[dict]) -> dict:
+    keys = ("accuracy", "fid", "precision", "recall")
+    return {k: {"mean": statistics.fmean(r[k] for r in rows),
+                "std": statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0.0,
+                "values": [r[k] for r in rows]} for k in keys}
+
+
+@torch.no_grad()
+def scale_ablation(vae, evaluator, labels: torch.Tensor, idx: list[torch.Tensor], real: torch.Tensor,
+                   real_labels: torch.Tensor, batch: int = 100) -> tuple[dict, dict]:
+    """Metrics of the teacher's samples (and of real images' tokens) decoded with all scales and
+    without the last one / two; also returns the decoded images for a picture."""
+    real_idx = [torch.cat(p) for p in zip(*(vae.img_to_idxBl(real[i:i + batch] * 2 - 1)
+                                            for i in range(0, len(real), batch)))]
+    out, pictures = {}, {}
+    for source, tokens, lab in (("teacher", idx, labels), ("real", real_idx, real_labels)):
+        decoded = {"all": [], "without_last": [], "without_last_two": []}
+        for i in range(0, len(lab), batch):
+            cum = vae.idxBl_to_img([t[i:i + batch] for t in tokens], same_shape=True, last_one=False)
+            for key, img in zip(decoded, (cum[-1], cum[-2], cum[-3])):
+                decoded[key].append(((img + 1) / 2).clamp(0, 1))
+        decoded = {k: torch.cat(v) for k, v in decoded.items()}
+        out[source] = {k: evaluator.evaluate(v, lab) for k, v in decoded.items()}
+        pictures[source] = decoded
+    return out, pictures
+
+
+def teacher_report(name: str, n_per_class: int = 50, seeds: tuple[int, ...] = (0, 1, 2), n_real: int = 2000,
+                   progress: bool = True) -> tuple[dict, dict]:
+    """The report (JSON-able) and its pictures: samples per class and the ablation columns.
+    `n_real` real test images go to the tokenizer and classifier checks."""
+    var, vae = load_teacher(name)
+    sampling = dict(teacher_card(name)["sampling"])
+    labels = per_class_labels(var.num_classes, n_per_class)
+    n = len(labels)
+    evaluator = testbed_evaluator(name, n, 0)   # one fixed real reference for every row
+    runs, first = [], None
+    for s in seeds:
+        images, idx = sample_with_tokens(var, labels, derive_seed(s, "sampling"), sampling, progress=progress)
+        runs.append(evaluator.evaluate(images, labels))
+        if first is None:
+            first = (images, idx)
+    real, real_labels = get_dataset(name, "test", n=n, seed=1)   # not the reference images (seed 0)
+    ablation, pictures = scale_ablation(vae, evaluator, labels, first[1], real, real_labels)
+    report = {
+        "dataset": name, "sampling": sampling, "n_per_class": n_per_class, "n": n, "seeds": list(seeds),
+        "teacher": {"per_seed": runs, **_spread(runs)},
+        "reference": reference_scores(name, n),
+        "classifier_corruptions": corruption_accuracy(name, n=n_real),
+        "tokenizer": tokenizer_quality(vae, name, n=n_real),
+        "scale_ablation": ablation,
+    }
+    return report, {"samples": first[0], **pictures}
+
+
+def _row(label: str, m: dict) -> str:
+    return f"| {label} | {m['accuracy']:.3f} | {m['fid']:.2f} | {m['precision']:.3f} | {m['recall']:.3f} |"
+
+
+def report_markdown(r: dict) -> str:
+    """The report as tables a reader can paste into the docs."""
+    t, ref = r["teacher"], r["reference"]
+    lines = [f"# {r['dataset']} teacher: {r['n']} samples ({r['n_per_class']}/class), sampling {r['sampling']}", "",
+             "| model | accuracy | FID | precision | recall |", "|---|---|---|---|---|",
+             _row("floor (real vs real)", ref["floor"]), _row("ceiling (class mean + noise)", ref["ceiling"])]
+    for s, m in zip(r["seeds"], t["per_seed"]):
+        lines.append(_row(f"teacher, sampling seed {s}", m))
+    lines.append(f"| teacher, mean +- std over {len(r['seeds'])} seeds | {t['accuracy']['mean']:.3f} +- "
+                 f"{t['accuracy']['std']:.3f} | {t['fid']['mean']:.2f} +- {t['fid']['std']:.2f} | "
+                 f"{t['precision']['mean']:.3f} | {t['recall']['mean']:.3f} |")
+    span = ref["ceiling"]["fid"] - ref["floor"]["fid"]
+    lines += ["", f"Teacher FID at {(t['fid']['mean'] - ref['floor']['fid']) / span:.1%} of the way from floor "
+              "to ceiling.", "", "Last-scale ablation (the same tokens decoded without their last scales):", "",
+              "| tokens | scales | accuracy | FID | precision | recall |", "|---|---|---|---|---|---|"]
+    for source, rows in r["scale_ablation"].items():
+        for key, m in rows.items():
+            lines.append(_row(f"{source} | {key.replace('_', ' ')}", m))
+    tok = r["tokenizer"]
+    lines += ["", f"Tokenizer on {tok['n']} held-out real images:", "",
+              "| scales | PSNR (dB) | colour error (0-255, 8x8 pooled) | saturation kept |", "|---|---|---|---|"]
+    lines += [f"| {k.replace('_', ' ')} | {v['psnr_db']} | {v['colour_error_255']} | {v['saturation_ratio']} |"
+              for k, v in tok.items() if k != "n"]
+    lines += ["", "Classifier accuracy on corrupted real test images: " +
+              ", ".join(f"{k} {v:.3f}" for k, v in r["classifier_corruptions"].items()), ""]
+    return "\n".join(lines)
+
+
+def write_report(r: dict, pictures: dict, out: Path) -> None:
+    """report.json, report.md, samples.png (8 per class, a row per class) and scale_ablation.png."""
+    out = Path(out)
+    (out / "report.json").write_text(json.dumps(r, indent=1) + "\n")
+    (out / "report.md").write_text(report_markdown(r))
+    n_pc = r["n_per_class"]
+    per_class = min(8, n_pc)
+    pick = torch.cat([torch.arange(c * n_pc, c * n_pc + per_class) for c in range(r["n"] // n_pc)])
+    save_grid(pictures["samples"][pick], out / "samples.png", nrow=per_class, upscale=2)
+    two = torch.cat([torch.arange(c * n_pc, c * n_pc + min(2, n_pc)) for c in range(r["n"] // n_pc)])
+    columns = [grid_array(pictures["teacher"][k][two], nrow=min(2, n_pc), upscale=2)
+               for k in ("all", "without_last", "without_last_two")]
+    Image.fromarray(concat_grids_side_by_side(columns)).save(out / "scale_ablation.png")
