@@ -11,7 +11,8 @@ from varcompress.evaluate import EvalProtocol
 from varcompress.evaluate import testbed_metrics as sample_and_score
 from varcompress.testbed import dataset_info
 from varcompress.testbed.teachers import load_teacher, teacher_card, teacher_paths, teacher_spec
-from varcompress.testbed.train import train_tokenizer
+from varcompress.checkpoint import read_training_state
+from varcompress.testbed.train import run_seconds, train_tokenizer
 
 SHIPPED = [n for n in ("digits", "shapes", "scenes") if teacher_paths(n)["var"].exists()]
 
@@ -44,3 +45,14 @@ def test_tokenizer_training_resumes_to_the_same_weights(tmp_path):
     resumed = train_tokenizer("digits", spec, tmp_path / "split", ckpt_every=2, progress=False)
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_training_seconds_add_up_over_resumes_and_the_last_step_is_saved(tmp_path):
+    spec = teacher_spec("digits")
+    spec = dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, vocab_size=16), vae_steps=3, vae_batch=2)
+    train_tokenizer("digits", dataclasses.replace(spec, vae_steps=2), tmp_path, ckpt_every=2, progress=False)
+    assert run_seconds(tmp_path) == round(read_training_state(tmp_path / "step_0000002.pt")["seconds"])
+    state = read_training_state(tmp_path / "step_0000002.pt")
+    train_tokenizer("digits", spec, tmp_path, ckpt_every=2, progress=False)   # resumes at 2, ends at 3
+    last = read_training_state(tmp_path / "step_0000003.pt")               # written although 3 % 2 != 0
+    assert last["seconds"] > state["seconds"] > 0

@@ -39,7 +39,9 @@ def train_tokenizer(name: str, spec: TeacherSpec, run_dir: Path, seed: int = 0, 
     torch.manual_seed(seed)
     vae = build_vae(spec.vae).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    start = _resume(run_dir, vae, opt, on_state=lambda st: setattr(vae.quantize, "record_hit", st.get("record_hit", 0)))
+    start, state = _resume(run_dir, vae, opt)
+    vae.quantize.record_hit = state.get("record_hit", 0)
+    clock = _Clock(state)
     bar = tqdm(range(start, spec.vae_steps), desc=f"{name} vqvae", disable=not progress, initial=start,
                total=spec.vae_steps)
     for step in bar:
@@ -55,8 +57,9 @@ def train_tokenizer(name: str, spec: TeacherSpec, run_dir: Path, seed: int = 0, 
         if (step + 1) % 100 == 0 and step + 1 < spec.vae_steps * 0.8:
             _restart_dead_codes(vae, img, gen)
         bar.set_postfix(loss=f"{loss.item():.4f}", usage=f"{usage:.0f}%")
-        if (step + 1) % ckpt_every == 0:
+        if (step + 1) % ckpt_every == 0 or step + 1 == spec.vae_steps:
             save_training_state(run_dir, step + 1, {"model": vae.state_dict(), "opt": opt.state_dict(),
+                                                    "seconds": clock.total(),
                                                     "record_hit": vae.quantize.record_hit})
     return vae.eval()
 
@@ -98,7 +101,8 @@ def train_var(name: str, spec: TeacherSpec, vae, run_dir: Path, seed: int = 0, l
     other = [p for n, p in var.named_parameters() if not (p.ndim >= 2 and "pos_" not in n and "emb" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": other, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.95))
-    start = _resume(run_dir, var, opt)
+    start, state = _resume(run_dir, var, opt)
+    clock = _Clock(state)
     bar = tqdm(range(start, spec.var_steps), desc=f"{name} var", disable=not progress, initial=start,
                total=spec.var_steps)
     for step in bar:
@@ -115,23 +119,38 @@ def train_var(name: str, spec: TeacherSpec, vae, run_dir: Path, seed: int = 0, l
         torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % ckpt_every == 0:
-            save_training_state(run_dir, step + 1, {"model": var.state_dict(), "opt": opt.state_dict()})
+        if (step + 1) % ckpt_every == 0 or step + 1 == spec.var_steps:
+            save_training_state(run_dir, step + 1, {"model": var.state_dict(), "opt": opt.state_dict(),
+                                                    "seconds": clock.total()})
     return var.eval()
 
 
-def _resume(run_dir: Path, model, opt, on_state=None) -> int:
+def _resume(run_dir: Path, model, opt) -> tuple[int, dict]:
     """Load the newest checkpoint of `run_dir` that reads and verifies (a torn newest one falls
-    back to the previous, with one warning); return the step to continue from."""
+    back to the previous, with one warning); return the step to continue from and the state."""
     found = load_latest(run_dir, ("model", "opt"), "model")
     if found is None:
-        return 0
+        return 0, {}
     path, state = found
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
-    if on_state is not None:
-        on_state(state)
-    return checkpoint_step(path)
+    return checkpoint_step(path), state
+
+
+class _Clock:
+    """Training seconds summed over every process of a resumed run (saved in each checkpoint)."""
+
+    def __init__(self, state: dict):
+        self.before, self.start = float(state.get("seconds", 0.0)), time.time()
+
+    def total(self) -> float:
+        return self.before + time.time() - self.start
+
+
+def run_seconds(run_dir: Path) -> float:
+    """Training seconds of a finished run: its last checkpoint (always written at the last step)."""
+    found = load_latest(run_dir, ("model", "opt"), "model")
+    return round(float(found[1].get("seconds", 0.0))) if found else 0
 
 
 def train_teacher(name: str, out_dir: Path | None = None, seed: int = 0, progress: bool = True,
@@ -140,16 +159,14 @@ def train_teacher(name: str, out_dir: Path | None = None, seed: int = 0, progres
     spec = spec or teacher_spec(name)
     paths = teacher_paths(name, out_dir)
     work = Path(work_dir) if work_dir else paths["var"].parent / f".train_{name}"
-    t0 = time.time()
     vae = train_tokenizer(name, spec, work / "vae", seed=seed, progress=progress)
     save_state_dict(vae.state_dict(), paths["vae"])
-    t1 = time.time()
     var = train_var(name, spec, vae, work / "var", seed=seed, progress=progress)
     save_state_dict(var.state_dict(), paths["var"])
     card = {"dataset": name, "seed": seed, "vae": spec.vae.to_dict(), "var": spec.var.to_dict(),
             "vae_steps": spec.vae_steps, "var_steps": spec.var_steps,
             "vae_batch": spec.vae_batch, "var_batch": spec.var_batch, "var_precision": spec.var_precision,
-            "sampling": spec.sampling, "train_seconds": {"vae": round(t1 - t0), "var": round(time.time() - t1)},
+            "sampling": spec.sampling, "train_seconds": {"vae": run_seconds(work / "vae"), "var": run_seconds(work / "var")},
             "torch_threads": torch.get_num_threads()}
     atomic_write(paths["card"], lambda tmp: Path(tmp).write_text(json.dumps(card, indent=1)))
     return paths
