@@ -157,13 +157,18 @@ def plan(device: str) -> list[tuple[str, str, dict, str | None]]:
     return rows
 
 
-def selftest(device: str = "auto", report=None) -> list[Row]:
-    """Run every path (`report(row)` is called as each finishes); returns the rows."""
+def resolve_device(device: str) -> str:
+    """auto | cpu | cuda -> cpu or cuda; a bad or unavailable device is one line."""
     if device not in ("auto", "cpu", "cuda"):
         raise VarcompressError(f"--device: expected auto, cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise VarcompressError("--device cuda: CUDA is not available")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def selftest(device: str = "auto", report=None) -> list[Row]:
+    """Run every path (`report(row)` is called as each finishes); returns the rows."""
+    device = resolve_device(device)
     models = dict(zip(("dense", "activated"), tiny_models()))
     refs = {k: eager_reference(m) for k, m in models.items()}
     rows = []
@@ -248,5 +253,5 @@ def format_row(row: Row) -> str:
     return f"{row.path:<38} {row.status:<8} {row.seconds:6.1f}s  {row.detail}"
 
 
-__all__ = ["DISCRETE_SHARE", "Row", "TOLERANCE", "compare", "ddp_row", "eager_reference", "format_row", "plan", "selftest",
+__all__ = ["DISCRETE_SHARE", "Row", "TOLERANCE", "compare", "ddp_row", "eager_reference", "format_row", "plan", "resolve_device", "selftest",
            "tiny_models"]

@@ -19,9 +19,10 @@ def selftest(device: str = typer.Option("auto", help="auto | cpu | cuda: cuda ad
     """
     import torch
 
-    from ..selftest import TOLERANCE, format_row
+    from ..selftest import TOLERANCE, format_row, resolve_device
     from ..selftest import selftest as run
 
+    device = resolve_device(device)
     torch.set_num_threads(max(1, threads))
     t0 = time.perf_counter()
     tol = ", ".join(f"{str(k).replace('torch.', '')} {v:g}" for k, v in TOLERANCE.items())
