@@ -12,7 +12,7 @@ from varcompress.evaluate import testbed_metrics as sample_and_score
 from varcompress.testbed import dataset_info
 from varcompress.testbed.teachers import load_teacher, teacher_card, teacher_paths, teacher_spec
 from varcompress.checkpoint import read_training_state
-from varcompress.testbed.train import run_seconds, train_tokenizer
+from varcompress.testbed.train import run_seconds, train_teacher, train_tokenizer
 
 SHIPPED = [n for n in ("digits", "shapes", "scenes") if teacher_paths(n)["var"].exists()]
 
@@ -56,3 +56,20 @@ def test_training_seconds_add_up_over_resumes_and_the_last_step_is_saved(tmp_pat
     train_tokenizer("digits", spec, tmp_path, ckpt_every=2, progress=False)   # resumes at 2, ends at 3
     last = read_training_state(tmp_path / "step_0000003.pt")               # written although 3 % 2 != 0
     assert last["seconds"] > state["seconds"] > 0
+
+
+def test_train_teacher_on_a_given_tokenizer(tmp_path):
+    spec = teacher_spec("digits")
+    spec = dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, vocab_size=16), vae_steps=2, vae_batch=2,
+                               var=dataclasses.replace(spec.var, depth=1, embed_dim=32, vocab_size=16),
+                               var_steps=2, var_batch=2)
+    first = train_teacher("digits", out_dir=tmp_path / "a", spec=spec, progress=False)
+    paths = train_teacher("digits", out_dir=tmp_path / "b", spec=spec, progress=False, tokenizer=first["vae"])
+    card = teacher_card("digits", tmp_path / "b")
+    assert card["tokenizer_from"] == str(first["vae"]) and card["train_seconds"]["vae"] is None
+    assert not (tmp_path / "b" / ".train_digits" / "vae").exists()          # no tokenizer was trained
+    a, b = (read_training_state(p) for p in (first["vae"], paths["vae"]))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, vocab_size=32))
+    with pytest.raises(VarcompressError, match="architecture"):
+        train_teacher("digits", out_dir=tmp_path / "c", spec=other, progress=False, tokenizer=first["vae"])

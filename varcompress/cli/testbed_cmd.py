@@ -20,6 +20,8 @@ def train(
     vae_steps: Optional[int] = typer.Option(None, help="Override the tokenizer's training steps."),
     var_steps: Optional[int] = typer.Option(None, help="Override the VAR's training steps."),
     threads: int = typer.Option(1, help="torch threads (1 is fastest on a shared 2-core machine)."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Train only the VAR, on this trained VQVAE (e.g. the "
+                                             "shipped NAME_vae.pth) instead of training a tokenizer."),
 ):
     """Train the tokenizer and the VAR teacher for a data set (resumes if interrupted)."""
     import dataclasses
@@ -37,7 +39,7 @@ def train(
         spec = dataclasses.replace(spec, vae_steps=vae_steps)
     if var_steps is not None:
         spec = dataclasses.replace(spec, var_steps=var_steps)
-    paths = train_teacher(name, out_dir=out, seed=seed, spec=spec)
+    paths = train_teacher(name, out_dir=out, seed=seed, spec=spec, tokenizer=tokenizer)
     for k, p in paths.items():
         typer.echo(f"{k:>5}: {p}")
 

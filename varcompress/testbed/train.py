@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..checkpoint import atomic_write, save_state_dict
+from ..errors import VarcompressError
 from ..models.init import init_var_weights
 from ..training.resume import checkpoint_step, load_latest, save_training_state, step_generator
 from ..training.schedule import set_lr, warmup_cosine
-from ..vae_io import build_vae
+from ..vae_io import build_vae, load_vae
 from ..var_io import build_var
 from .datasets import get_dataset
 from .teachers import TeacherSpec, teacher_paths, teacher_spec
@@ -154,19 +155,33 @@ def run_seconds(run_dir: Path) -> float:
 
 
 def train_teacher(name: str, out_dir: Path | None = None, seed: int = 0, progress: bool = True,
-                  spec: TeacherSpec | None = None, work_dir: Path | None = None) -> dict[str, Path]:
-    """Train tokenizer and VAR for data set `name`; write `{name}_vae.pth`, `{name}_var.pth` and a card."""
+                  spec: TeacherSpec | None = None, work_dir: Path | None = None,
+                  tokenizer: Path | None = None) -> dict[str, Path]:
+    """Train tokenizer and VAR for data set `name`; write `{name}_vae.pth`, `{name}_var.pth` and a card.
+
+    `tokenizer`: an already trained VQVAE of this spec (e.g. the shipped one) to train the VAR on,
+    instead of training one."""
     spec = spec or teacher_spec(name)
     paths = teacher_paths(name, out_dir)
     work = Path(work_dir) if work_dir else paths["var"].parent / f".train_{name}"
-    vae = train_tokenizer(name, spec, work / "vae", seed=seed, progress=progress)
-    save_state_dict(vae.state_dict(), paths["vae"])
-    var = train_var(name, spec, vae, work / "var", seed=seed, progress=progress)
+    if tokenizer is not None:
+        vae = load_vae(tokenizer, patch_nums=spec.vae.patch_nums)
+        if vae.cfg.to_dict() != spec.vae.to_dict():
+            raise VarcompressError(f"{tokenizer}: not the {name} tokenizer's architecture ({spec.vae.to_dict()})")
+        vae_seconds = None
+    else:
+        vae = train_tokenizer(name, spec, work / "vae", seed=seed, progress=progress)
+        vae_seconds = run_seconds(work / "vae")
+    if Path(tokenizer or "").resolve() != paths["vae"].resolve():
+        save_state_dict(vae.state_dict(), paths["vae"])
+    var = train_var(name, spec, vae.eval(), work / "var", seed=seed, progress=progress)
     save_state_dict(var.state_dict(), paths["var"])
     card = {"dataset": name, "seed": seed, "vae": spec.vae.to_dict(), "var": spec.var.to_dict(),
             "vae_steps": spec.vae_steps, "var_steps": spec.var_steps,
             "vae_batch": spec.vae_batch, "var_batch": spec.var_batch, "var_precision": spec.var_precision,
-            "sampling": spec.sampling, "train_seconds": {"vae": run_seconds(work / "vae"), "var": run_seconds(work / "var")},
+            "sampling": spec.sampling, "train_seconds": {"vae": vae_seconds, "var": run_seconds(work / "var")},
             "torch_threads": torch.get_num_threads()}
+    if tokenizer is not None:
+        card["tokenizer_from"] = str(tokenizer)
     atomic_write(paths["card"], lambda tmp: Path(tmp).write_text(json.dumps(card, indent=1)))
     return paths
