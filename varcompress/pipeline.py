@@ -3,7 +3,10 @@
 `varcompress demo` runs it with a short budget so that a 2-core CPU finishes in minutes; the
 shipped recipes (`recipes/testbed_*.yaml`) and docs/RESULTS.md use longer ones. Every
 baseline gets exactly the student's fine-tuning budget (steps, batch, learning rate, the
-same cached teacher token maps) and the student's transformer FLOPs, so the table is fair.
+same cached teacher token maps and seeds, the same trainable groups: `all`) and the
+student's transformer FLOPs, and the table states each row's budget, so it is fair by
+construction. Latency is timed in fresh processes at batch 16 only (batch 1 would double
+the number of timing processes; `varcompress compare` times 1 and 16 by default).
 """
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ from pathlib import Path
 
 from .errors import VarcompressError
 
-BASELINES = ("wanda", "tokens")
+BASELINES = ("wanda", "residual-tokens", "fastvar")
+LABELS = {"wanda": "Wanda FFN pruning", "residual-tokens": "training-free token pruning (residual)",
+          "fastvar": "FastVAR-style cached token pruning"}
 
 
 @dataclass
@@ -24,7 +29,8 @@ class PipelineConfig:
     align_steps: int = 40            # stage 1: routers + selectors
     joint_steps: int = 80            # stage 2: everything
     data_count: int = 512            # teacher-drawn token maps (shared by the student and the baselines)
-    n_per_class: int = 20            # samples per class in the comparison
+    n_per_class: int = 20            # samples per class in the comparison (x 3 sampling seeds)
+    latency_rounds: int = 2          # fresh-process timing rounds per (model, path) at batch 16
     threads: int = 1
 
     def check(self) -> "PipelineConfig":
@@ -42,6 +48,8 @@ class PipelineConfig:
             raise VarcompressError("data_count must be >= 32 (one batch)")
         if self.n_per_class < 2:
             raise VarcompressError("--n-per-class must be >= 2")
+        if self.latency_rounds < 1:
+            raise VarcompressError("latency_rounds must be >= 1")
         return self
 
 
@@ -69,15 +77,16 @@ def student_recipe(cfg: PipelineConfig, out: Path) -> dict:
 
 def make_baseline(method: str, dataset: str, teacher, teacher_sha: str, student_dir: Path, recipe: dict,
                   out: Path, sampling: dict, log=print) -> Path:
-    """A static baseline at the student's FLOPs, fine-tuned with the student's budget; saved to `out`."""
+    """A baseline at the student's FLOPs, fine-tuned with the student's budget (same groups); saved to `out`."""
     from .convert.api import read_activated_config
     from .prune import PruneConfig, budget_from_recipe, finetune, prune, save_pruned, teacher_data
 
     card = read_activated_config(student_dir)  # its budget: FLOPs fraction of the teacher, counted at save
     fraction, cc = card["budget"]["fraction"], card["convert_config"]
     tokens = cc["sparse_scales"] > 0  # the student's token settings, else the baseline's own defaults
-    cfg = PruneConfig(method=method, flops_target=fraction, sparse_scales=cc["sparse_scales"] if tokens else 3,
-                      reconstruction=cc["reconstruction"] if tokens else "prev_scale", upsample=cc["upsample"])
+    own = method == "fastvar" or not tokens  # fastvar keeps its own defaults (last 2 scales, cached fill)
+    cfg = PruneConfig(method=method, flops_target=fraction, sparse_scales=None if own else cc["sparse_scales"],
+                      reconstruction=None if own else cc["reconstruction"], upsample=None if own else cc["upsample"])
     res = prune(teacher, cfg, sampling=sampling)
     budget = budget_from_recipe(recipe)
     data = teacher_data(teacher, teacher_sha, budget, sampling)
@@ -111,17 +120,17 @@ def run_pipeline(cfg: PipelineConfig, out: Path, log=print) -> dict:
         f"transformer FLOPs ({cfg.align_steps} align + {cfg.joint_steps} joint steps)")
     distill(copy.deepcopy(recipe), force=True)
     student = out / "distill" / "student"
-    log(f"[2/4] static baselines at the student's FLOPs, each fine-tuned {steps} steps on the same data")
+    log(f"[2/4] baselines at the student's FLOPs, each fine-tuned {steps} steps on the same data and groups")
     baselines = {m: make_baseline(m, cfg.dataset, teacher, sha, student, recipe, out / "baselines" / m,
                                sampling, log)
                  for m in BASELINES}
-    log(f"[3/4] compare ({cfg.n_per_class} samples per class, same seeds for every model)")
+    log(f"[3/4] compare ({cfg.n_per_class} samples per class x 3 sampling seeds, same seeds for every model; "
+        "latency in fresh processes)")
     entries = [Entry("activated (converted, no distillation)", str(out / "distill" / "student_init")),
                Entry("activated + distill", str(student))]
-    entries += [Entry(f"{'Wanda FFN' if m == 'wanda' else 'static token'} pruning + fine-tune", str(p))
-                for m, p in baselines.items()]
+    entries += [Entry(f"{LABELS[m]} + fine-tune", str(p)) for m, p in baselines.items()]
     opts = CompareOptions(n_per_class=cfg.n_per_class, teacher_maps=32, same_seed=16, grid_per_class=4,
-                          batch=16, repeats=3)
+                          batches=[16], rounds=cfg.latency_rounds, threads=cfg.threads)
     report = compare(entries, out / "compare", dataset=cfg.dataset, opts=opts, force=True, log=lambda s: log(f"  {s}"))
     log("[4/4] export the distilled student")
     export_model(str(out / "distill"), out / "export", force=True)

@@ -20,7 +20,7 @@ def demo(
     threads: int = typer.Option(1, help="torch CPU threads (1 is fastest on a shared 2-core machine)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
 ):
-    """convert -> distill -> static baselines at the same FLOPs and budget -> compare -> export."""
+    """convert -> distill -> Wanda / residual-token / FastVAR baselines (equal FLOPs, budget) -> compare -> export."""
     from ..pipeline import PipelineConfig, run_pipeline
 
     cfg = PipelineConfig(dataset=dataset, flops_target=flops_target, align_steps=align_steps,
