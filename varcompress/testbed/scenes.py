@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .shapes import _mix, _uniform
+from .shapes import _uniform, render_indexed
 
 TEXTURES = ("hstripes", "vstripes", "checks", "dots", "plain")
 FAMILIES = ("warm", "cool")
@@ -114,16 +114,9 @@ def _render_chunk(idx: np.ndarray, key: np.ndarray) -> np.ndarray:
 
 
 def render_scenes(indices, seed: int = 0, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels for the given indices: ((B,3,64,64) float32 in [0,1], (B,) int64)."""
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if idx.size and idx.min() < 0:
-        raise ValueError("scene indices must be non-negative")
-    base = _mix(np.array([seed & 0xFFFFFFFF], dtype=np.uint64) * np.uint64(4) + np.uint64(2 + _SPLIT_KEYS[split]))
-    keys = _mix(base ^ idx.astype(np.uint64))
-    out = np.empty((idx.size, 3, SIZE, SIZE), dtype=np.float32)
-    for start in range(0, idx.size, 512):                   # chunks keep memory small
-        out[start:start + 512] = _render_chunk(idx[start:start + 512], keys[start:start + 512])
-    return torch.from_numpy(out), torch.from_numpy(idx % 10)
+    """Images and labels for the given indices: ((B,3,64,64) float32 in [0,1], (B,) int64).
+    Streams 2 and 3 (train, test): never the shapes set's 0 and 1."""
+    return render_indexed(_render_chunk, indices, seed, 2 + _SPLIT_KEYS[split], SIZE, 512, "scene")
 
 
 def make_scenes(n: int, seed: int = 0, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:

@@ -111,17 +111,23 @@ def _render_chunk(idx: np.ndarray, key: np.ndarray) -> np.ndarray:
     return np.clip(img + amp * grain, 0.0, 1.0).astype(np.float32)
 
 
-def render_shapes(indices, seed: int = 0, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels for the given indices: ((B,3,32,32) float32 in [0,1], (B,) int64)."""
+def render_indexed(render_chunk, indices, seed: int, stream: int, size: int, chunk: int, what: str):
+    """Images and labels (index % 10) by index: each image's draws are keyed by (seed, stream, index),
+    so any slice renders on its own; chunks keep memory small. Shared by the procedural sets."""
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if idx.size and idx.min() < 0:
-        raise ValueError("shape indices must be non-negative")
-    base = _mix(np.array([seed & 0xFFFFFFFF], dtype=np.uint64) * np.uint64(4) + np.uint64(_SPLIT_KEYS[split]))
+        raise ValueError(f"{what} indices must be non-negative")
+    base = _mix(np.array([seed & 0xFFFFFFFF], dtype=np.uint64) * np.uint64(4) + np.uint64(stream))
     keys = _mix(base ^ idx.astype(np.uint64))
-    out = np.empty((idx.size, 3, SIZE, SIZE), dtype=np.float32)
-    for start in range(0, idx.size, 2048):                 # chunks keep memory small
-        out[start:start + 2048] = _render_chunk(idx[start:start + 2048], keys[start:start + 2048])
+    out = np.empty((idx.size, 3, size, size), dtype=np.float32)
+    for start in range(0, idx.size, chunk):
+        out[start:start + chunk] = render_chunk(idx[start:start + chunk], keys[start:start + chunk])
     return torch.from_numpy(out), torch.from_numpy(idx % 10)
+
+
+def render_shapes(indices, seed: int = 0, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels for the given indices: ((B,3,32,32) float32 in [0,1], (B,) int64)."""
+    return render_indexed(_render_chunk, indices, seed, _SPLIT_KEYS[split], SIZE, 2048, "shape")
 
 
 def make_shapes(n: int, seed: int = 0, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
