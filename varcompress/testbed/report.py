@@ -114,7 +114,7 @@ def teacher_report(name: str, n_per_class: int = 50, seeds: tuple[int, ...] = (0
         runs.append(evaluator.evaluate(images, labels))
         if first is None:
             first = (images, idx)
-    real, real_labels = get_dataset(name, "test", n=n, seed=1)   # not the reference images (seed 0)
+    real, real_labels = get_dataset(name, "test", n=n, seed=1)   # unlimited sets: other images than the reference
     ablation, pictures = scale_ablation(vae, evaluator, labels, first[1], real, real_labels)
     report = {
         "dataset": name, "sampling": sampling, "n_per_class": n_per_class, "n": n, "seeds": list(seeds),
