@@ -7,15 +7,13 @@ workers (`engine.fresh.run_rounds`: alternating order, repeated rounds, fixed th
 """
 from __future__ import annotations
 
-import json
-import sys
 
 import torch
 
 from ..engine import Engine
 from ..engine.bench import time_one
 from ..engine.bench_models import Variant
-from ..engine.fresh import run_rounds, summarize
+from ..engine.fresh import run_rounds, summarize, worker_main
 from ..errors import VarcompressError
 from ..streams import derive_seed
 from .models import Entry, load_model
@@ -71,8 +69,4 @@ def worker(job: dict) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        print(json.dumps(worker(json.loads(sys.argv[1]))))
-    except VarcompressError as e:
-        print(str(e), file=sys.stderr)
-        sys.exit(2)
+    worker_main(worker)

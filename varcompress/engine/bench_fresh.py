@@ -10,7 +10,6 @@ round paired ratios) are computed exactly as before.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from ..errors import VarcompressError
 from .bench import _row, add_speedups, run_meta, time_one, write_results
 from .bench_models import Variant, build_model, load_students, variants_for
 from .cpu import cpu_supports_bf16
-from .fresh import run_once, run_rounds
+from .fresh import run_once, run_rounds, worker_main
 
 
 def _variants(job: dict, only: str | None, built=None):
@@ -98,8 +97,4 @@ def run_fresh_benchmark(models: list[str], batches: list[int], rounds: int = 3, 
 
 
 if __name__ == "__main__":
-    try:
-        print(json.dumps(worker(json.loads(sys.argv[1]))))
-    except VarcompressError as e:
-        print(str(e), file=sys.stderr)
-        sys.exit(2)
+    worker_main(worker)

@@ -65,3 +65,13 @@ def summarize(recs: list[dict]) -> dict | None:
         return None
     wall, cpu = [r["s"] for r in recs], [r["cpu_s"] for r in recs]
     return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "wall_all": wall, "cpu_all": cpu}
+
+
+def worker_main(worker) -> None:
+    """The worker side of the protocol: run `worker(job)` on the JSON job in argv[1], print its record
+    as one JSON line; a refused job is one line on stderr and exit 2."""
+    try:
+        print(json.dumps(worker(json.loads(sys.argv[1]))))
+    except VarcompressError as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(2)
