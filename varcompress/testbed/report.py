@@ -37,6 +37,13 @@ def _saturation(x: torch.Tensor) -> torch.Tensor:
     return (mx - mn) / mx.clamp_min(1e-6)
 
 
+def _decode_last_three(vae, idx: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Images in [-1,1] from all scales, without the last, without the last two: only those three
+    cumulative maps go through the decoder (the quantizer's sums are cheap, the decoder is not)."""
+    f_hats = vae.quantize.idxBl_to_fhat(idx, same_shape=True, last_one=False)
+    return [vae.fhat_to_img(f) for f in (f_hats[-1], f_hats[-2], f_hats[-3])]
+
+
 @torch.no_grad()
 def tokenizer_quality(vae, name: str, n: int = 500, seed: int = 0, batch: int = 100) -> dict:
     """PSNR, colour error (8x8-pooled RGB, 0-255 units) and saturation ratio on real test images,
@@ -46,8 +53,7 @@ def tokenizer_quality(vae, name: str, n: int = 500, seed: int = 0, batch: int = 
     sums = {k: {"mse": 0.0, "colour": 0.0, "sat": 0.0} for k in ("all", "without_last", "without_last_two")}
     for i in range(0, n, batch):
         real = x[i:i + batch]
-        cum = vae.idxBl_to_img(vae.img_to_idxBl(real * 2 - 1), same_shape=True, last_one=False)
-        for key, img in zip(sums, (cum[-1], cum[-2], cum[-3])):
+        for key, img in zip(sums, _decode_last_three(vae, vae.img_to_idxBl(real * 2 - 1))):
             rec = (img + 1) / 2
             s = sums[key]
             s["mse"] += float(((rec - real) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10).log10().sum())
@@ -90,8 +96,7 @@ def scale_ablation(vae, evaluator, labels: torch.Tensor, idx: list[torch.Tensor]
     for source, tokens, lab in (("teacher", idx, labels), ("real", real_idx, real_labels)):
         decoded = {"all": [], "without_last": [], "without_last_two": []}
         for i in range(0, len(lab), batch):
-            cum = vae.idxBl_to_img([t[i:i + batch] for t in tokens], same_shape=True, last_one=False)
-            for key, img in zip(decoded, (cum[-1], cum[-2], cum[-3])):
+            for key, img in zip(decoded, _decode_last_three(vae, [t[i:i + batch] for t in tokens])):
                 decoded[key].append(((img + 1) / 2).clamp(0, 1))
         decoded = {k: torch.cat(v) for k, v in decoded.items()}
         out[source] = {k: evaluator.evaluate(v, lab) for k, v in decoded.items()}
