@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from varcompress.convert.clustering import balanced_assign, cluster_neurons
-from varcompress.convert.experts import ExpertFFN
+from varcompress.convert.experts import ExpertCall, ExpertFFN
 from varcompress.convert.router import Router, dynamic_mask, fit_router, topk_mask
 from varcompress.errors import VarcompressError
 from varcompress.convert.selector import TokenSelector, fit_selector, upsample_tokens
@@ -49,8 +49,9 @@ def test_all_experts_reproduce_dense_and_routed_matches_reference():
         want = m.experts_b2 + m.partial(X, 0)
         for j in range(3):
             want = want + mask[:, j:j + 1] * m.partial(X, 1 + j)
-        assert torch.allclose(m(x).reshape(-1, 16), want, atol=1e-6)
-        assert m.last_active == pytest.approx(2.0)
+        plan = ExpertCall()
+        assert torch.allclose(m(x, plan).reshape(-1, 16), want, atol=1e-6)
+        assert plan.active[m] == pytest.approx(2.0)  # reported back to the caller
         assert m.active_hidden() == 2 * 16
 
 
@@ -61,8 +62,7 @@ def test_straight_through_forward_value_and_gradients():
     with torch.no_grad():
         hard = m.eval()(x)
     m.train()
-    m.straight_through = True
-    out = m(x)
+    out = m(x, ExpertCall(dispatch="masked"))
     assert torch.allclose(out, hard, atol=1e-5)
     out.pow(2).sum().backward()
     assert m.router.net.weight.grad is not None and m.router.net.weight.grad.abs().sum() > 0
@@ -113,12 +113,14 @@ def test_compensation_adds_the_conditional_mean_of_skipped_experts():
         assert torch.allclose(m(X), ref(X), atol=1e-5)
 
 
-def test_stale_per_call_routing_state_is_refused():
-    """`token_routed` belongs to one call; a tensor of another length must fail loudly, not misroute."""
+def test_a_plan_for_another_input_is_refused():
+    """An ExpertCall belongs to one call; a row mask of another length must fail loudly, not misroute."""
     fc1, fc2, ref = dense_ffn()
     m = ExpertFFN.from_dense(fc1, fc2, torch.randperm(64).view(4, 16), "tanh", top_k=2).eval()
-    m.token_routed = torch.ones(30, dtype=torch.bool)
+    plan = ExpertCall(routed=torch.ones(30, dtype=torch.bool))
     with torch.no_grad():
-        m(torch.randn(3, 10, 16))  # 30 tokens: fine
-        with pytest.raises(VarcompressError, match="marks 30 tokens but the input has 20"):
-            m(torch.randn(2, 10, 16))
+        m(torch.randn(3, 10, 16), plan)  # 30 tokens: fine
+        with pytest.raises(VarcompressError, match="routes 30 tokens but the input has 20"):
+            m(torch.randn(2, 10, 16), plan)
+        with pytest.raises(VarcompressError, match="dispatch 'grouped' is not one of"):
+            m(torch.randn(2, 10, 16), ExpertCall(dispatch="grouped"))

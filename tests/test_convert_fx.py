@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from varcompress.convert.experts import ExpertFFN
-from varcompress.convert.fx_pass import find_ffns, rewrite_block, trace_block
+from varcompress.convert.experts import ExpertCall, ExpertFFN
+from varcompress.convert.fx_pass import find_ffns, rewrite_block, trace_block, traced_type
 from varcompress.errors import VarcompressError
 from varcompress.models.var import VARConfig
 from varcompress.var_io import build_var
@@ -82,3 +82,21 @@ def test_rewrite_replaces_three_nodes_and_keeps_outputs():
     bias = tiny_var().attn_bias_for_masking
     with torch.no_grad():
         assert torch.allclose(gm(x, cond, bias), block(x, cond, bias, (0, 4)), atol=1e-5)
+
+
+def test_plan_input_reaches_every_new_module_and_the_source_type_is_kept():
+    """With plan_arg the graph takes the caller's per-call plan (default None) and hands it to the FFNs."""
+    torch.manual_seed(0)
+    block = tiny_var().blocks[0]
+    make = lambda site, fc1, fc2: ExpertFFN.from_dense(fc1, fc2, torch.arange(site.hidden).view(4, -1),  # noqa: E731
+                                                       site.approximate, top_k=1)
+    gm, _ = rewrite_block(block, make, plan_arg="expert_plan")
+    assert traced_type(gm) is type(block) and traced_type(block) is None
+    x, cond = torch.randn(2, 30, 64), torch.randn(2, 64)
+    bias = tiny_var().attn_bias_for_masking
+    with torch.no_grad():
+        plan = ExpertCall(routed=False)  # every row dense: the dense block
+        assert torch.allclose(gm(x, cond, bias, expert_plan=plan), block(x, cond, bias, (0, 4)), atol=1e-5)
+        assert list(plan.active.values()) == [4.0]
+        routed = gm(x, cond, bias)  # no plan: every row routed (top-1)
+    assert not torch.allclose(routed, block(x, cond, bias, (0, 4)), atol=1e-3)

@@ -71,3 +71,39 @@ def teacher_metrics(student, teacher, proto: EvalProtocol) -> dict:
     out.update(same_seed_agreement(student, teacher, balanced_labels(proto.same_seed, teacher.num_classes),
                                    seed=derive_seed(proto.seed, "same_seed"), **proto.sampling))
     return out
+
+
+def evaluate_model(model: str, vae=None, dataset: str | None = None, teacher: str | None = None,
+                   n_per_class: int = 50, seed: int = 0, grid=None, force: bool = False, progress: bool = False,
+                   show=None, **given) -> dict:
+    """What `varcompress eval` does: testbed metrics (when the model's data set is known; `grid`: a PNG
+    of the samples, a row per class) and metrics against `teacher` (when given), under one protocol
+    whose sampling settings given as None are the testbed card's, else the official ones.
+
+    `show(title, metrics)` gets each set of metrics as soon as it is measured. Returns
+    {model, kind, dataset, protocol, testbed?, teacher_relative?}.
+    """
+    from .errors import VarcompressError
+    from .resolve import default_sampling, resolve_model
+
+    if n_per_class < 2:
+        raise VarcompressError("--n-per-class must be >= 2")
+    show = show or (lambda title, metrics: None)
+    m = resolve_model(model, vae, dataset)
+    sampling = default_sampling(m.dataset, **given)
+    proto = EvalProtocol(n_per_class=n_per_class, seed=seed, sampling=sampling)
+    result = {"model": m.label, "kind": m.kind, "dataset": m.dataset, "protocol": proto.to_dict()}
+    if m.dataset is not None:
+        result["testbed"], images = testbed_metrics(m.var, m.dataset, proto, progress=progress)
+        show(f"{m.label} on {m.dataset} ({proto.n_per_class}/class, sampling {sampling})", result["testbed"])
+        if grid is not None:
+            from .viz import save_grid
+
+            save_grid(images, grid, nrow=n_per_class if n_per_class <= 16 else 16, upscale=2, force=force)
+    if teacher is not None:
+        t = resolve_model(teacher, vae, m.dataset)
+        result["teacher_relative"] = teacher_metrics(m.var, t.var, proto)
+        show(f"against {t.label}", result["teacher_relative"])
+    if m.dataset is None and teacher is None:
+        raise VarcompressError("nothing to measure: give --dataset (testbed metrics) or --teacher")
+    return result

@@ -143,3 +143,59 @@ def fid_npz(var, classes, n_per_class: int, out, d: Dist, *, force: bool = False
             with contextlib.suppress(OSError):  # a shard that could not be written may not be removable either
                 shards[d.rank].unlink(missing_ok=True)
     return out
+
+
+def parse_classes(spec: str | None, num_classes: int) -> list[int]:
+    """'0,3,5-9' -> [0, 3, 5, 6, 7, 8, 9] (sorted, no repeats); None -> every class."""
+    if spec is None:
+        return list(range(num_classes))
+    chosen = set()
+    for part in spec.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if dash else a
+        except ValueError:
+            raise VarcompressError(f"--classes: expected classes and ranges like 0,3,5-9, got {spec!r}") from None
+        if not 0 <= a <= b < num_classes:
+            raise VarcompressError(f"--classes: {part.strip()!r} is not a class or range within 0-{num_classes - 1}")
+        chosen.update(range(a, b + 1))
+    return sorted(chosen)
+
+
+def sample_model(model: str, vae=None, dataset: str | None = None, classes: str | None = None,
+                 n_per_class: int = 8, seed: int = 0, batch: int = 50, out=None, per_image: bool = False, npz=None,
+                 force: bool = False, progress: bool = False, d: Dist | None = None, **given) -> dict:
+    """What `varcompress generate` does: resolve `model`, draw `n_per_class` images of each of `classes`
+    ('0,3,5-9', default all) and write an FID `.npz` (`npz`; under torchrun every rank calls this with
+    its `d`, `distill.dist.dist_session`) or a samples folder (`out`: grid.png, samples.json, with
+    `per_image` the PNGs). Sampling settings (cfg, top_k, top_p) given as None are the testbed card's,
+    else the official ones. Returns what was written:
+    {path, classes, n_per_class, n_images, image_size (None for an .npz)}.
+    """
+    from . import __version__
+    from .resolve import default_sampling, resolve_model
+    from .sampling import OFFICIAL_SAMPLING
+
+    d = d or Dist()
+    m = resolve_model(model, vae, dataset)
+    if m.var.vae is None:
+        raise VarcompressError(f"{model}: generation needs the model's VQVAE (pass --vae)")
+    cls = parse_classes(classes, m.var.num_classes)
+    s = default_sampling(m.dataset, **given)
+    sampling = {k: type(v)(s[k]) for k, v in OFFICIAL_SAMPLING.items()}
+    var = m.var.to(d.device)
+    var.vae.to(d.device)
+    done = {"classes": cls, "n_per_class": n_per_class, "n_images": len(cls) * n_per_class, "image_size": None}
+    if npz is not None:
+        path = fid_npz(var, cls, n_per_class, npz, d, force=force, progress=progress, seed=seed, batch=batch,
+                       **sampling)
+        return {"path": path, **done}
+    images = generate_images(var, cls, n_per_class, seed=seed, batch=batch, progress=progress, **sampling)
+    manifest = {"format": "varcompress-samples", "varcompress_version": __version__, "model": m.label,
+                "kind": m.kind, "dataset": m.dataset, "classes": cls, "n_per_class": n_per_class, "seed": seed,
+                "batch": batch, "sampling": sampling, "seeding": SEEDING, "device": str(d.device),
+                "image_size": list(images.shape[1:3]), "grid": "grid.png",
+                "images": "class{class:04d}/{index:05d}.png" if per_image else None}
+    path = write_samples_dir(images, cls, n_per_class, out, manifest, per_image=per_image, force=force)
+    return {"path": path, **done, "n_images": len(images), "image_size": list(images.shape[1:3])}

@@ -7,10 +7,19 @@ from pathlib import Path
 from .errors import VarcompressError
 
 
-def model_dir(path: str | os.PathLike) -> Path:
-    """A distill run directory stands for its distilled student; any other path for itself."""
+def is_distill_run(path: str | os.PathLike) -> bool:
+    """A distill run's output folder, finished or not: its resolved recipe beside ckpt/ or student/.
+
+    (The student folder holds a copy of the recipe too, but neither subfolder.)
+    """
     p = Path(path)
-    if (p / "recipe.resolved.yaml").is_file() and (p / "student" / "config.json").is_file():
+    return (p / "recipe.resolved.yaml").is_file() and ((p / "ckpt").is_dir() or (p / "student").is_dir())
+
+
+def model_dir(path: str | os.PathLike) -> Path:
+    """A distill run directory with a saved student stands for that student; any other path for itself."""
+    p = Path(path)
+    if is_distill_run(p) and (p / "student" / "config.json").is_file():
         return p / "student"
     return p
 

@@ -79,14 +79,12 @@ def make_baseline(method: str, dataset: str, teacher, teacher_sha: str, student_
                   out: Path, sampling: dict, log=print) -> Path:
     """A baseline at the student's FLOPs, fine-tuned with the student's budget (same groups); saved to `out`."""
     from .convert.api import read_activated_config
-    from .prune import PruneConfig, budget_from_recipe, finetune, prune, save_pruned, teacher_data
+    from .prune import budget_from_recipe, finetune, prune, save_pruned, teacher_data
+    from .prune.config import matched_config
 
     card = read_activated_config(student_dir)  # its budget: FLOPs fraction of the teacher, counted at save
-    fraction, cc = card["budget"]["fraction"], card["convert_config"]
-    tokens = cc["sparse_scales"] > 0  # the student's token settings, else the baseline's own defaults
-    own = method == "fastvar" or not tokens  # fastvar keeps its own defaults (last 2 scales, cached fill)
-    cfg = PruneConfig(method=method, flops_target=fraction, sparse_scales=None if own else cc["sparse_scales"],
-                      reconstruction=None if own else cc["reconstruction"], upsample=None if own else cc["upsample"])
+    # the student's token settings (fastvar, or a student without token pruning: the baseline's own defaults)
+    cfg = matched_config(method, card["budget"]["fraction"], card["convert_config"])
     res = prune(teacher, cfg, sampling=sampling)
     budget = budget_from_recipe(recipe)
     data = teacher_data(teacher, teacher_sha, budget, sampling)
@@ -97,8 +95,9 @@ def make_baseline(method: str, dataset: str, teacher, teacher_sha: str, student_
     return save_pruned(res.model, res.info, out, source=source, finetune=summary, force=True)
 
 
-def run_pipeline(cfg: PipelineConfig, out: Path, log=print) -> dict:
-    """Run every step into `out`; returns {paths, rows} (the comparison's rows)."""
+def run_pipeline(cfg: PipelineConfig, out: Path, log=print, force: bool = False) -> dict:
+    """Run every step into `out` (refused if it holds files, unless force); returns {paths, rows} (the
+    comparison's rows)."""
     import torch
 
     from .checkpoint import atomic_write
@@ -106,13 +105,16 @@ def run_pipeline(cfg: PipelineConfig, out: Path, log=print) -> dict:
     from .compare.models import teacher_sha256
     from .distill import distill
     from .export import export_model
-    from .testbed.teachers import load_teacher, teacher_card
+    from .resolve import default_sampling
+    from .testbed.teachers import load_teacher
 
     cfg.check()
-    torch.set_num_threads(cfg.threads)
     out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise VarcompressError(f"{out}: exists and is not empty (use --force to overwrite)")
+    torch.set_num_threads(cfg.threads)
     teacher, _ = load_teacher(cfg.dataset)
-    sampling = teacher_card(cfg.dataset)["sampling"]
+    sampling = default_sampling(cfg.dataset)
     sha = teacher_sha256(cfg.dataset)
     recipe = student_recipe(cfg, out / "distill")
     steps = cfg.align_steps + cfg.joint_steps

@@ -23,6 +23,21 @@ class LoadedModel:
     kind: str             # "dense" | "activated" | "pruned"
 
 
+def default_sampling(dataset: str | None, **given) -> dict:
+    """The settings a model is sampled with: its testbed card's, else the official ones (a new dict);
+    the `given` ones that are not None replace them."""
+    from .sampling import OFFICIAL_SAMPLING
+
+    card = None
+    if dataset:
+        from .testbed.teachers import teacher_card
+
+        card = teacher_card(dataset).get("sampling")
+    sampling = dict(card or OFFICIAL_SAMPLING)
+    sampling.update({k: v for k, v in given.items() if v is not None})
+    return sampling
+
+
 def load_vae_for(vae_path: str | Path | None, dataset: str | None, what: str, patch_nums=None):
     """The VQVAE a model generates with: the file given, else the testbed's (scale schedule `patch_nums`)."""
     from .vae_io import load_vae

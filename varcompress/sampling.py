@@ -1,7 +1,12 @@
 """Top-k / top-p sampling with the official semantics (the reference sampler)."""
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
+
+# The official ImageNet sampling settings (read-only; `dict(OFFICIAL_SAMPLING)` for a copy to change).
+OFFICIAL_SAMPLING = MappingProxyType({"cfg": 1.5, "top_k": 900, "top_p": 0.96})
 
 
 def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:

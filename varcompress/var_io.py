@@ -47,8 +47,6 @@ def check_var_config(cfg: VARConfig, what: str = "VAR config") -> None:
                                f"got {cfg.patch_nums!r}")
     if not isinstance(cfg.attn_l2_norm, bool):
         raise VarcompressError(f"{what}: attn_l2_norm must be true or false, got {cfg.attn_l2_norm!r}")
-    if not isinstance(cfg.extra, dict):
-        raise VarcompressError(f"{what}: extra must be a mapping, got {cfg.extra!r}")
 
 
 def _dims(sd: dict[str, torch.Tensor], key: str, ndim: int, what: str) -> torch.Size:
@@ -160,3 +158,31 @@ def load_var(path: str | os.PathLike, vae=None, num_heads: int | None = None) ->
     Pass the VQVAE to enable generation; its `patch_nums` is set from the VAR's.
     """
     return var_from_state_dict(read_state_dict(path), str(path), vae=vae, num_heads=num_heads)
+
+
+def describe_checkpoint(ckpt: str | os.PathLike | None = None, arch: str | None = None) -> dict:
+    """What `varcompress inspect` shows: a VAR or VQVAE checkpoint file, or (`arch`) an official
+    architecture, d16|d20|d24|d30, built on the meta device.
+
+    {"kind": "vqvae", "what", "config", "params"} or {"kind": "var", "what", "config", "tokens",
+    "params", "flops" (`flops.var_flops`)}.
+    """
+    from .flops import var_flops
+
+    if (ckpt is None) == (arch is None):
+        raise VarcompressError("give exactly one of CKPT or --arch")
+    if arch is not None:
+        if arch not in ("d16", "d20", "d24", "d30"):
+            raise VarcompressError(f"--arch {arch!r}: expected one of d16, d20, d24, d30")
+        cfg, what = VARConfig.official(int(arch[1:])), f"official VAR-{arch} (meta device)"
+    else:
+        sd = read_state_dict(ckpt)
+        if "quantize.embedding.weight" in sd:
+            from .vae_io import infer_vae_config
+
+            return {"kind": "vqvae", "what": str(ckpt), "config": infer_vae_config(sd),
+                    "params": sum(v.numel() for k, v in sd.items() if "ema_vocab_hit" not in k)}
+        cfg, what = infer_var_config(sd, str(ckpt)), str(ckpt)
+    model = build_var(cfg, device="meta")
+    return {"kind": "var", "what": what, "config": cfg, "tokens": model.L,
+            "params": sum(p.numel() for p in model.parameters()), "flops": var_flops(cfg)}

@@ -11,10 +11,9 @@ from typing import List, Optional
 import typer
 
 from ..engine.bench_fresh import run_fresh_benchmark
+from ..engine.bench_models import MODELS
 from ..errors import VarcompressError
 from . import app
-
-MODELS = ("d16", "shapes", "digits", "small")  # what engine.bench_models.build_model builds
 
 
 @app.command("bench")

@@ -6,7 +6,6 @@ from typing import Optional
 
 import typer
 
-from ..durable import check_output
 from ..errors import VarcompressError
 from . import app
 
@@ -42,38 +41,15 @@ def convert(
                                   help="Progress bars with ETA for every phase (shown only on a terminal)."),
 ):
     """Split FFNs into experts with routers, add token selectors, calibrate, and save."""
-    from ..checkpoint import sha256_file
-    from ..convert import ConvertConfig, save_activated
-    from ..convert import convert as run_convert
-    from ..resolve import resolve_model
-    from ..testbed.teachers import teacher_card, teacher_paths
+    from ..convert import convert_checkpoint
 
-    spec = ckpt or "digits"
-    out = out or Path(f"{Path(spec).stem if Path(spec).suffix else Path(spec).name}-activated")
-    check_output(out, force)
-    m = resolve_model(spec, vae)
-    if m.kind != "dense":
-        raise VarcompressError(f"{spec}: {'an' if m.kind == 'activated' else 'a'} {m.kind} model; convert takes a "
-                               "dense VAR checkpoint")
-    if m.vae is None:
-        raise VarcompressError(f"{spec}: pass --vae so the teacher can draw calibration samples")
     kw = dict(experts=experts, top_k=top_k, flops_target=flops_target, allocation=allocation,
               calib_samples=calib_samples, seed=seed)
     keep = parse_keep_ratio(keep_ratio)
     if keep is not None:
         kw["keep_ratio"] = keep
-    if m.dataset is not None:  # calibrate with the testbed teacher's own sampling settings
-        s = teacher_card(m.dataset).get("sampling", {})
-        kw.update(calib_cfg=s.get("cfg", 1.5), calib_top_k=s.get("top_k", 0), calib_top_p=s.get("top_p", 0.0) or 1.0)
-    cfg = ConvertConfig(**kw)
-    typer.echo(f"converting {m.label}: {cfg.experts} experts, calibrating on {cfg.calib_samples} teacher samples")
-    model = run_convert(m.var, cfg, progress=progress)
-    source_file = teacher_paths(m.dataset)["var"] if m.dataset and not Path(spec).exists() else Path(spec)
-    if source_file.is_dir():  # an exported dense model
-        source_file = source_file / "model.safetensors"
-    save_activated(model, out, source_sha256=sha256_file(source_file), force=force,
-                   source={"checkpoint": str(source_file), "testbed": m.dataset})
-    print_budget_table(m.var, model)
+    dense, model, out = convert_checkpoint(ckpt, out, vae, force=force, progress=progress, log=typer.echo, **kw)
+    print_budget_table(dense, model)
     typer.echo(f"wrote {out}/model.safetensors and {out}/config.json")
 
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import typer
 
-from ..errors import VarcompressError
 from . import app
 
 
@@ -24,10 +23,8 @@ def demo(
     from ..pipeline import PipelineConfig, run_pipeline
 
     cfg = PipelineConfig(dataset=dataset, flops_target=flops_target, align_steps=align_steps,
-                         joint_steps=joint_steps, n_per_class=n_per_class, threads=max(1, threads)).check()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise VarcompressError(f"{out}: exists and is not empty (use --force to overwrite)")
-    summary = run_pipeline(cfg, out, log=typer.echo)
+                         joint_steps=joint_steps, n_per_class=n_per_class, threads=max(1, threads))
+    summary = run_pipeline(cfg, out, log=typer.echo, force=force)
     table = Path(summary["paths"]["table"])
     typer.echo("")
     typer.echo(table.read_text())

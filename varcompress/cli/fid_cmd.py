@@ -5,7 +5,6 @@ from pathlib import Path
 
 import typer
 
-from ..errors import VarcompressError
 from . import app
 
 
@@ -19,22 +18,5 @@ def fid(
     """Compute FID and Inception Score with torch-fidelity's InceptionV3; nothing is downloaded."""
     from ..metrics.imagenet_fid import imagenet_fid
 
-    _check_npz(samples)
     r = imagenet_fid(samples, ref, inception_weights, device=device)
     typer.echo(f"FID {r['fid']:.3f}  IS {r['inception_score']:.2f} +- {r['inception_score_std']:.2f}  (n={r['n']})")
-
-
-def _check_npz(path: Path) -> None:
-    """A cheap look at the archive's directory: refuses a missing, truncated or non-npz file up front."""
-    import zipfile
-
-    if not path.exists():
-        raise VarcompressError(f"{path}: no such file (expected an npz with uint8 images in 'arr_0')")
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise VarcompressError(f"{path}: expected an npz with uint8 images in 'arr_0' (not a zip archive: {e})") \
-            from None
-    if "arr_0.npy" not in names:
-        raise VarcompressError(f"{path}: expected an npz with uint8 images in 'arr_0' (it holds {names[:5]})")

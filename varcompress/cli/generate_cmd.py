@@ -11,27 +11,6 @@ from ..durable import check_output
 from ..errors import VarcompressError
 from . import app
 
-DEFAULT_SAMPLING = {"cfg": 1.5, "top_k": 900, "top_p": 0.96}  # the official ImageNet settings
-
-
-def parse_classes(spec: str | None, num_classes: int) -> list[int]:
-    """'0,3,5-9' -> [0, 3, 5, 6, 7, 8, 9] (sorted, no repeats); None -> every class."""
-    if spec is None:
-        return list(range(num_classes))
-    chosen = set()
-    for part in spec.split(","):
-        lo, dash, hi = part.strip().partition("-")
-        try:
-            a = int(lo)
-            b = int(hi) if dash else a
-        except ValueError:
-            raise VarcompressError(f"--classes: expected classes and ranges like 0,3,5-9, got {spec!r}") from None
-        if not 0 <= a <= b < num_classes:
-            raise VarcompressError(f"--classes: {part.strip()!r} is not a class or range within 0-{num_classes - 1}")
-        chosen.update(range(a, b + 1))
-    return sorted(chosen)
-
-
 def _check(out, npz, per_image, n, batch, seed, cfg, top_k, top_p, device, force) -> None:
     """Every refusal that needs no model, before anything is loaded or drawn."""
     if out is None and npz is None:
@@ -85,45 +64,16 @@ def generate(
 ):
     """Draw class-conditional samples. FID over N GPUs:
     `torchrun --nproc_per_node=N -m varcompress.cli generate MODEL --vae VAE --npz samples.npz`."""
-    from ..distill.dist import init_dist, shutdown
+    from ..distill.dist import dist_session
+    from ..generate import sample_model
 
     n = n_per_class if n_per_class is not None else (50 if npz is not None else 8)
     _check(out, npz, per_image, n, batch, seed, cfg, top_k, top_p, device, force)
-    d = init_dist(device)
-    try:
-        _generate(d, model, vae, dataset, classes, n, dict(cfg=cfg, top_k=top_k, top_p=top_p), seed, batch,
-                  out, per_image, npz, force)
-    except BaseException:
-        shutdown(d, clean=False)
-        raise
-    shutdown(d)
-
-
-def _generate(d, model, vae, dataset, classes, n, given, seed, batch, out, per_image, npz, force) -> None:
-    from .. import __version__
-    from ..generate import SEEDING, fid_npz, generate_images, write_samples_dir
-    from ..resolve import resolve_model
-    from ..testbed.teachers import teacher_card
-
-    m = resolve_model(model, vae, dataset)
-    if m.var.vae is None:
-        raise VarcompressError(f"{model}: generation needs the model's VQVAE (pass --vae)")
-    cls = parse_classes(classes, m.var.num_classes)
-    card = {**DEFAULT_SAMPLING, **((teacher_card(m.dataset).get("sampling") if m.dataset else None) or {})}
-    sampling = {k: type(DEFAULT_SAMPLING[k])(card[k] if v is None else v) for k, v in given.items()}
-    var = m.var.to(d.device)
-    var.vae.to(d.device)
-    if npz is not None:
-        fid_npz(var, cls, n, npz, d, force=force, progress=True, seed=seed, batch=batch, **sampling)
-        if d.is_main:
-            typer.echo(f"wrote {npz}: {len(cls) * n} images ({len(cls)} classes x {n})")
-        return
-    images = generate_images(var, cls, n, seed=seed, batch=batch, progress=True, **sampling)
-    manifest = {"format": "varcompress-samples", "varcompress_version": __version__, "model": m.label,
-                "kind": m.kind, "dataset": m.dataset, "classes": cls, "n_per_class": n, "seed": seed,
-                "batch": batch, "sampling": sampling, "seeding": SEEDING, "device": str(d.device),
-                "image_size": list(images.shape[1:3]), "grid": "grid.png",
-                "images": "class{class:04d}/{index:05d}.png" if per_image else None}
-    write_samples_dir(images, cls, n, out, manifest, per_image=per_image, force=force)
-    typer.echo(f"wrote {out}: {len(images)} images of {images.shape[1]}x{images.shape[2]} "
-               f"({len(cls)} classes x {n})")
+    with dist_session(device) as d:
+        r = sample_model(model, vae, dataset, classes, n, seed, batch, out, per_image, npz, force, progress=True,
+                         d=d, cfg=cfg, top_k=top_k, top_p=top_p)
+        if npz is None:
+            h, w = r["image_size"]
+            typer.echo(f"wrote {out}: {r['n_images']} images of {h}x{w} ({len(r['classes'])} classes x {n})")
+        elif d.is_main:
+            typer.echo(f"wrote {npz}: {r['n_images']} images ({len(r['classes'])} classes x {n})")

@@ -21,9 +21,9 @@ from ..errors import VarcompressError
 from ..evaluate import EvalProtocol
 from ..flops import var_flops
 from ..generation import per_class_labels, sample_classes
+from ..resolve import default_sampling
 from ..streams import derive_seed
 from ..teacher_tokens import balanced_labels, draw_token_maps
-from ..testbed.teachers import teacher_card
 from . import report as rp
 from .measure import QUALITY, quality_over_seeds, relative_metrics, size_and_flops
 from .models import Entry, load_model
@@ -44,7 +44,7 @@ class CompareOptions:
     rounds: int = 3                # fresh-process timing rounds (alternating order)
     warmup: int = 1
     threads: int = 1               # torch threads of every timing process
-    sampling: dict | None = None   # None: the testbed card's (else the official 1.5 / 900 / 0.96)
+    sampling: dict | None = None   # None: the testbed card's, else the official (resolve.default_sampling)
     device: str = "cpu"
     extra: dict = field(default_factory=dict)
 
@@ -118,8 +118,7 @@ def compare(entries: list[Entry], out: str | os.PathLike, dataset: str | None = 
     for m in [t] + models:
         m.var.to(dev).eval()
         m.var.vae.to(dev)
-    sampling = dict(opts.sampling or (teacher_card(dataset).get("sampling") if dataset else None)
-                    or dict(cfg=1.5, top_k=900, top_p=0.96))
+    sampling = dict(opts.sampling or default_sampling(dataset))
     proto = EvalProtocol(n_per_class=opts.n_per_class, seed=opts.seed, sampling=sampling,
                          teacher_maps=opts.teacher_maps, same_seed=opts.same_seed)
     maps = draw_token_maps(t.var, balanced_labels(proto.teacher_maps, t.var.num_classes),

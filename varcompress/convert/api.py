@@ -80,6 +80,58 @@ def convert(var, cfg: ConvertConfig | None = None, calib=None, progress: bool = 
     return model
 
 
+def default_output(spec: str) -> Path:
+    """Where `convert_checkpoint` writes by default: NAME-activated in the current directory."""
+    p = Path(spec)
+    return Path(f"{p.stem if p.suffix else p.name}-activated")
+
+
+def testbed_calibration(dataset: str | None) -> dict:
+    """The ConvertConfig calibration sampling of a testbed teacher: its card's settings (top_p 0, off,
+    as 1.0); {} for a model of no testbed (the ConvertConfig defaults, the official settings)."""
+    if dataset is None:
+        return {}
+    from ..testbed.teachers import teacher_card
+
+    s = teacher_card(dataset).get("sampling", {})
+    return dict(calib_cfg=s.get("cfg", 1.5), calib_top_k=s.get("top_k", 0), calib_top_p=s.get("top_p", 0.0) or 1.0)
+
+
+def convert_checkpoint(spec: str | None = None, out: str | os.PathLike | None = None, vae=None, *,
+                       force: bool = False, progress: bool = False, log=None, **options):
+    """Convert a dense model and save it: what `varcompress convert` does.
+
+    `spec`: a testbed name (default "digits"), a VAR .pth/.safetensors or an exported dense model;
+    `out`: default `default_output(spec)`; `options`: ConvertConfig fields (calibration sampling
+    defaults to the testbed teacher's, `testbed_calibration`). `log` gets one line before the
+    conversion starts. Returns (the dense VAR, the activated model, the output directory).
+    """
+    from ..checkpoint import sha256_file
+    from ..durable import check_output
+    from ..resolve import resolve_model
+    from ..testbed.teachers import teacher_paths
+
+    spec = spec or "digits"
+    out = out or default_output(spec)
+    check_output(out, force)
+    m = resolve_model(spec, vae)
+    if m.kind != "dense":
+        raise VarcompressError(f"{spec}: {'an' if m.kind == 'activated' else 'a'} {m.kind} model; convert takes a "
+                               "dense VAR checkpoint")
+    if m.vae is None:
+        raise VarcompressError(f"{spec}: pass --vae so the teacher can draw calibration samples")
+    cfg = ConvertConfig(**{**testbed_calibration(m.dataset), **options})  # the options given win
+    if log is not None:
+        log(f"converting {m.label}: {cfg.experts} experts, calibrating on {cfg.calib_samples} teacher samples")
+    model = convert(m.var, cfg, progress=progress)
+    source_file = teacher_paths(m.dataset)["var"] if m.dataset and not Path(spec).exists() else Path(spec)
+    if source_file.is_dir():  # an exported dense model
+        source_file = source_file / "model.safetensors"
+    save_activated(model, out, source_sha256=sha256_file(source_file), force=force,
+                   source={"checkpoint": str(source_file), "testbed": m.dataset})
+    return m.var, model, Path(out)
+
+
 def _phase_done(bar, b: int):
     """Advance the block bar by one finished phase of block b, naming it."""
     def done(phase: str) -> None:

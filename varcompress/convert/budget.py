@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import VarcompressError
+from ..metrics.kl import log_probs, token_kl
 from .activated import ActivatedVAR
 from .calibrate import bar_off
 
@@ -27,14 +28,13 @@ def kl_to_teacher(model, labels: torch.Tensor, x: torch.Tensor, t_logits: torch.
     """Mean over tokens of KL(teacher || model) of teacher-forced next-token distributions."""
     tot, n = 0.0, 0
     for i in range(0, labels.shape[0], batch):
-        lp = model(labels[i:i + batch], x[i:i + batch]).float().log_softmax(-1)
+        lp = log_probs(model(labels[i:i + batch], x[i:i + batch]))
         tot, n = _kl_add(tot, n, lp, t_logits[i:i + batch])
     return tot / n
 
 
 def _kl_add(tot: float, n: int, lp: torch.Tensor, t: torch.Tensor) -> tuple[float, int]:
-    tp = t.float().log_softmax(-1)
-    return tot + float((tp.exp() * (tp - lp)).sum(-1).sum()), n + lp.shape[0] * lp.shape[1]
+    return tot + float(token_kl(log_probs(t), lp).sum()), n + lp.shape[0] * lp.shape[1]
 
 
 class _BlockInputs:
@@ -57,7 +57,7 @@ class _BlockInputs:
         for h, cond in zip(self.h, self.cond):
             for block in self.model.blocks[self.b:]:
                 h = block(h, cond, self.bias, self.scales)
-            lp = self.model.get_logits(h, cond).float().log_softmax(-1)
+            lp = log_probs(self.model.get_logits(h, cond))
             tot, n = _kl_add(tot, n, lp, t_logits[i:i + h.shape[0]])
             i += h.shape[0]
         return tot / n

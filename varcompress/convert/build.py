@@ -16,7 +16,7 @@ from .clustering import cluster_neurons
 from .config import ConvertConfig
 from .experts import ExpertFFN
 from .fx_pass import FFNSite, rewrite_block
-from .gated_block import GatedBlock
+from .gated_block import PLAN_ARG, GatedBlock
 from .router import Router, fit_router
 from .selector import TokenSelector, fit_selector
 
@@ -85,7 +85,7 @@ def build_gated_block(block: nn.Module, index: int, cfg: ConvertConfig, patch_nu
         return _make_expert(site, fc1, fc2, cfg, top_k, X, stats, X[routed] if int(routed.sum()) >= 64 else X,
                             on_phase)
 
-    inner, sites = rewrite_block(src, make, prefix=f"blocks.{index}", index=index)
+    inner, sites = rewrite_block(src, make, prefix=f"blocks.{index}", index=index, plan_arg=PLAN_ARG)
     with torch.device(dev):
         sel = TokenSelector(C, cfg.selector, norm_eps, cfg.upsample)
     if cap is not None and cfg.selector == "learned":

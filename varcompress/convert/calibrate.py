@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import VarcompressError
+from ..sampling import OFFICIAL_SAMPLING
 
 
 @dataclass
@@ -28,7 +29,8 @@ class BlockCapture:
 
 
 @torch.no_grad()
-def draw_calibration(var, n: int, seed: int = 0, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96,
+def draw_calibration(var, n: int, seed: int = 0, cfg: float = OFFICIAL_SAMPLING["cfg"],
+                     top_k: int = OFFICIAL_SAMPLING["top_k"], top_p: float = OFFICIAL_SAMPLING["top_p"],
                      batch: int = 16, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample n token maps with the teacher; return teacher-forcing tensors (labels, x_BLCv_wo_first_l).
 

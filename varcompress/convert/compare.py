@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from ..metrics.kl import log_probs, token_kl
 from ..streams import derive_seed
 from .api import convert
 from .calibrate import draw_calibration, with_uncond
@@ -77,9 +78,9 @@ def evaluate(model, teacher, labels, x, t_logits, gen_labels=None, batch: int = 
     t0 = time.perf_counter()
     with model.record_work() as work:
         for i in range(0, labels.shape[0], batch):
-            lp = model(labels[i:i + batch], x[i:i + batch]).float().log_softmax(-1)
-            tp = t_logits[i:i + batch].float().log_softmax(-1)
-            kl += float((tp.exp() * (tp - lp)).sum(-1).sum())
+            lp = log_probs(model(labels[i:i + batch], x[i:i + batch]))
+            tp = log_probs(t_logits[i:i + batch])
+            kl += float(token_kl(tp, lp).sum())
             agree += float((lp.argmax(-1) == tp.argmax(-1)).float().sum())
             n += lp.shape[0] * lp.shape[1]
     dynamic = any(m.routing == "dynamic" for blk in model.blocks for m in blk.expert_ffns())

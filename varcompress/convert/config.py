@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import VarcompressError
+from ..sampling import OFFICIAL_SAMPLING
 
 CHOICES = {
     "clustering": ("kmeans", "coact", "random"),
@@ -60,9 +61,9 @@ class ConvertConfig:
     allocation: str = "sensitivity"
     calib_samples: int = 32
     calib_tokens: int = 8192
-    calib_cfg: float = 1.5
-    calib_top_k: int = 900
-    calib_top_p: float = 0.96
+    calib_cfg: float = OFFICIAL_SAMPLING["cfg"]  # calibration sampling
+    calib_top_k: int = OFFICIAL_SAMPLING["top_k"]
+    calib_top_p: float = OFFICIAL_SAMPLING["top_p"]
     sensitivity_samples: int = 8
     seed: int = 0
 

@@ -6,17 +6,39 @@ Output = fc2 bias + sum of the selected experts' partial outputs (unweighted), s
 every expert selected it equals the dense FFN up to float summation order. With
 compensation, a skipped expert contributes, instead of 0, its mean output over the
 calibration tokens where the router skips it (`skip_mean`; a constant vector, no matmul).
-Experts 0..shared-1 are always on; the router scores the others. Dispatch loops over
-experts (never tokens): index_select the routed tokens, two matmuls, index_add back.
+Experts 0..shared-1 are always on; the router scores the others (`router.expert_pairs`,
+the routing shared with the engine). The caller passes an `ExpertCall` per call: which rows
+are routed (the others run the dense FFN) and the dispatch strategy (`EAGER_DISPATCH`):
+"loop" loops over experts (never tokens): index_select the routed tokens, two matmuls,
+index_add back; "masked" (training) computes every expert on every token, weighted by the
+straight-through mask. Each FFN reports its mean active experts back in `ExpertCall.active`.
+The engine (`engine.experts.FastExpertFFN`) routes the same way and differs only in dispatch.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import VarcompressError
-from .router import Router, dynamic_mask, straight_through_mask, topk_mask
+from .router import Router, dynamic_mask, expert_mask, expert_pairs, straight_through_mask, topk_mask
+
+
+@dataclass
+class ExpertCall:
+    """One call's plan for the expert FFNs of a block (made by the caller, passed down) and their report.
+
+    routed: which input rows are routed: True (all), False (none: the dense FFN, e.g. tokens of
+      the early scales) or a bool per row (rows flattened over the batch).
+    dispatch: how the routed rows are computed, a key of `EAGER_DISPATCH`.
+    active: filled by each FFN called: mean active experts per routed token (shared included;
+      E where no row is routed), what the FLOPs model prices.
+    """
+    routed: torch.Tensor | bool = True
+    dispatch: str = "loop"
+    active: dict = field(default_factory=dict)
 
 
 class ExpertFFN(nn.Module):
@@ -43,9 +65,6 @@ class ExpertFFN(nn.Module):
         self.router = router if router is not None else Router(in_features, E - shared)
         self.top_k = E - shared if top_k is None else top_k
         self.routing, self.tau = routing, tau
-        self.straight_through = False  # training mode of the later distillation stage
-        self.last_active = float(E)    # mean active experts per routed token in the last call (shared incl.)
-        self.token_routed: torch.Tensor | bool | None = None
 
     @property
     def routed(self) -> int:
@@ -119,38 +138,46 @@ class ExpertFFN(nn.Module):
         self.skip_mean.copy_(means[:R + 1])
         self.skip_mean_dyn.copy_(means[R + 1])
 
+    def scores(self, X: torch.Tensor) -> torch.Tensor:
+        """(N, routed) router scores of tokens X (N, C)."""
+        if self.routing == "oracle":  # measurement only: true norms (costs the whole FFN)
+            return self.expert_norms(X)[:, self.shared:].clamp_min(1e-12).log()
+        return self.router(X)
+
     def route(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores, bool mask) over the routed experts for tokens X (N, C)."""
-        if self.routing == "oracle":  # measurement only: true norms (costs the whole FFN)
-            scores = self.expert_norms(X)[:, self.shared:].clamp_min(1e-12).log()
-            return scores, topk_mask(scores, self.top_k)
-        scores = self.router(X)
-        if self.routing == "dynamic":
-            return scores, dynamic_mask(self.router.predicted_norms(scores), self.tau)
-        return scores, topk_mask(scores, self.top_k)
+        scores = self.scores(X)
+        return scores, expert_mask(scores, self.routing, self.top_k, self.tau, self.router.predicted_norms)
+
+    def pairs(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token, expert) of the routed pairs of tokens X, sorted by expert (`router.expert_pairs`)."""
+        return expert_pairs(self.scores(X), self.routing, self.top_k, self.tau, self.router.predicted_norms)
 
     # ---- forward ----------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`token_routed` (set by the gated block per call): which tokens are routed (None: all);
-        the others run every expert (the dense FFN), e.g. tokens of the early, cheap scales."""
+    def forward(self, x: torch.Tensor, plan: ExpertCall | None = None) -> torch.Tensor:
+        """`plan` (None: every row routed, "loop" dispatch): which rows are routed, how they are
+        dispatched; the other rows run every expert (the dense FFN). Reports into `plan.active`."""
+        plan = ExpertCall() if plan is None else plan
         shape = x.shape
         X = x.reshape(-1, shape[-1])
-        flag = self.token_routed
-        if torch.is_tensor(flag) and flag.numel() != X.shape[0]:  # stale per-call state from another input
-            raise VarcompressError(f"ExpertFFN: token_routed marks {flag.numel()} tokens but the input has "
-                                   f"{X.shape[0]}; set it for each call (GatedBlock does) or to None")
+        flag = plan.routed
+        if torch.is_tensor(flag) and flag.numel() != X.shape[0]:
+            raise VarcompressError(f"ExpertFFN: the plan routes {flag.numel()} tokens but the input has "
+                                   f"{X.shape[0]}; make one ExpertCall per call")
+        if plan.dispatch not in EAGER_DISPATCH:
+            raise VarcompressError(f"ExpertFFN: dispatch {plan.dispatch!r} is not one of {', '.join(EAGER_DISPATCH)}")
+        dispatch = EAGER_DISPATCH[plan.dispatch]
         if self.all_active() or flag is False or (torch.is_tensor(flag) and not bool(flag.any())):
-            out = self._forward_dense(X)
-            self.last_active = float(self.E)
-        elif flag is None or flag is True or bool(flag.all()):
-            out = self._forward_st(X) if self.straight_through and self.training else self._forward_routed(X)
-        else:
+            out, active = self._forward_dense(X), float(self.E)
+        elif flag is True or bool(flag.all()):
+            out, active = dispatch(self, X)
+        else:  # `active` is the mean over the *routed* tokens (what the FLOPs model needs)
             flag = flag.reshape(-1)
             ir, idn = flag.nonzero().squeeze(1), (~flag).nonzero().squeeze(1)
-            routed = (self._forward_st if self.straight_through and self.training else self._forward_routed)(X[ir])
+            routed, active = dispatch(self, X[ir])
             out = X.new_empty(X.shape[0], self.out_features)
             out = out.index_copy(0, ir, routed).index_copy(0, idn, self._forward_dense(X[idn]))
-            # last_active stays the mean over the *routed* tokens (what the FLOPs model needs)
+        plan.active[self] = active
         return out.view(*shape[:-1], self.out_features)
 
     def _forward_dense(self, X: torch.Tensor) -> torch.Tensor:
@@ -159,17 +186,16 @@ class ExpertFFN(nn.Module):
                    approximate=self.approximate)
         return F.linear(a, self.experts_w2.transpose(0, 1).reshape(self.out_features, E * h), self.experts_b2)
 
-    def _forward_routed(self, X: torch.Tensor) -> torch.Tensor:
+    def _dispatch_loop(self, X: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Per routed expert: gather its tokens, two matmuls, add back. -> (output, mean active experts)."""
         N, S = X.shape[0], self.shared
         mu = self.compensation()
         out = (self.experts_b2 + mu.sum(0)).expand(N, -1).clone()
         for e in range(S):
             out += self.partial(X, e)
-        _, mask = self.route(X) if self.routed > 0 and N > 0 else (None, X.new_zeros(N, 0, dtype=torch.bool))
-        # group the (token, expert) pairs by expert once: two host syncs per call, not one per expert
-        tok, exp = mask.nonzero(as_tuple=True)
-        order = torch.argsort(exp, stable=True)  # within an expert, tokens stay ascending
-        tok = tok[order]
+        none = torch.zeros(0, dtype=torch.long, device=X.device)
+        # the pairs grouped by expert once: one host read of the counts per call, not one per expert
+        tok, exp = self.pairs(X) if self.routed > 0 and N > 0 else (none, none)
         counts = torch.bincount(exp, minlength=self.routed).tolist()
         start = 0
         for j, c in enumerate(counts):
@@ -178,13 +204,12 @@ class ExpertFFN(nn.Module):
                 out += self.partial(X, S + j) - mu[j]
             elif c:
                 out.index_add_(0, idx, self.partial(X.index_select(0, idx), S + j) - mu[j])
-        self.last_active = self.shared + (len(tok) / N if N else 0.0)
-        return out
+        return out, self.shared + (len(tok) / N if N else 0.0)
 
-    def _forward_st(self, X: torch.Tensor) -> torch.Tensor:
+    def _dispatch_masked(self, X: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Training: every expert computed, weighted by the straight-through mask (value 0/1)."""
-        S, mu = self.shared, self.compensation()
-        out = (self.experts_b2 + mu.sum(0)).expand(X.shape[0], -1)
+        N, S, mu = X.shape[0], self.shared, self.compensation()
+        out, active = (self.experts_b2 + mu.sum(0)).expand(N, -1), float(S)
         for e in range(S):
             out = out + self.partial(X, e)
         if self.routed:
@@ -192,7 +217,8 @@ class ExpertFFN(nn.Module):
             m = straight_through_mask(scores, hard)
             for j in range(self.routed):
                 out = out + m[:, j:j + 1] * (self.partial(X, S + j) - mu[j])
-        return out
+            active += float(hard.sum()) / N if N else 0.0
+        return out, active
 
     def active_hidden(self) -> float:
         """Mean FFN neurons computed per token (the FLOPs model's `ffn_hidden`)."""
@@ -207,3 +233,6 @@ class ExpertFFN(nn.Module):
     def extra_repr(self) -> str:
         return (f"experts={self.E}x{self.h}, shared={self.shared}, routing={self.routing}, "
                 f"top_k={self.top_k}, tau={self.tau}")
+
+
+EAGER_DISPATCH = {"loop": ExpertFFN._dispatch_loop, "masked": ExpertFFN._dispatch_masked}

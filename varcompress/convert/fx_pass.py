@@ -53,7 +53,15 @@ def trace_block(block: nn.Module) -> fx.GraphModule:
         graph = tracer.trace(block, concrete_args=concrete)
     except Exception as e:  # noqa: BLE001 - any trace failure is one user-facing line
         raise VarcompressError(f"cannot trace {type(block).__name__} with torch.fx: {str(e).splitlines()[0][:160]}") from None
-    return fx.GraphModule(tracer.root, graph, type(block).__name__)
+    gm = fx.GraphModule(tracer.root, graph, type(block).__name__)
+    gm.meta["traced_type"] = type(block)
+    return gm
+
+
+def traced_type(module: nn.Module) -> type | None:
+    """The class of the module a `trace_block` graph was traced from (None: not such a graph)."""
+    meta = getattr(module, "meta", None) if isinstance(module, fx.GraphModule) else None
+    return meta.get("traced_type") if isinstance(meta, dict) else None
 
 
 def traced_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -121,22 +129,30 @@ def find_ffns(model: nn.Module) -> list[FFNSite]:
 
 
 def rewrite_block(block: nn.Module, make_module: Callable[[FFNSite, nn.Linear, nn.Linear], nn.Module],
-                  prefix: str = "", index: int = 0) -> tuple[fx.GraphModule, list[FFNSite]]:
+                  prefix: str = "", index: int = 0,
+                  plan_arg: str | None = None) -> tuple[fx.GraphModule, list[FFNSite]]:
     """Trace `block` and replace each FFN's three nodes by one call to `make_module(site, fc1, fc2)`.
 
     The new module takes the FFN's place in the module tree (the FFN's parent name when
     fc1/act/fc2 share a parent, e.g. `ffn`; else `ffn_experts{i}`); fc1/fc2 leave the graph.
+    With `plan_arg`, the graph gains a last input of that name (default None) that every new
+    module receives as its second argument: the caller's per-call plan for the FFNs.
     """
     gm = trace_block(block)
     matches = match_ffns(gm)
     if not matches:
         raise VarcompressError(f"no FFN (Linear -> GELU -> Linear) found in {prefix or type(block).__name__}")
+    extra: tuple = ()
+    if plan_arg is not None:
+        last = [n for n in gm.graph.nodes if n.op == "placeholder"][-1]
+        with gm.graph.inserting_after(last):
+            extra = (gm.graph.placeholder(plan_arg, default_value=None),)
     sites, pending = [], []
     for j, (n1, act, n3, approx) in enumerate(matches):
         site = _site(gm, prefix, index, n1, act, n3, approx)
         new_mod = make_module(site, gm.get_submodule(n1.target), gm.get_submodule(n3.target))
         with gm.graph.inserting_after(n3):
-            new = gm.graph.create_node("call_module", f"_pending_ffn_{j}", (n1.args[0],), {})
+            new = gm.graph.create_node("call_module", f"_pending_ffn_{j}", (n1.args[0],) + extra, {})
         n3.replace_all_uses_with(new)
         for n in (n3, act, n1):
             gm.graph.erase_node(n)

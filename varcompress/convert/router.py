@@ -3,7 +3,8 @@
 Target: log or plain L2 norm of each expert's partial output (its fc2 contribution).
 The linear router is fitted in closed form (ridge); the 2-layer MLP router
 (Linear -> Tanh -> Linear, DMoE-VAR style) with a few hundred full-batch Adam steps.
-Selection: static top-k, or dynamic-k (keep experts whose predicted norm is at least
+Selection (`expert_mask` / `expert_pairs`, the one routing function of the eager model and
+the engine): static top-k, or dynamic-k (keep experts whose predicted norm is at least
 (1 - tau) * the token's largest). `straight_through_mask` gives the training-time
 mask hard + soft - soft.detach() for the later distillation stage.
 """
@@ -47,6 +48,28 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 def dynamic_mask(norms: torch.Tensor, tau: float) -> torch.Tensor:
     """(N, E) bool: experts whose predicted norm >= (1 - tau) * the token's max (always >= 1 expert)."""
     return norms >= (1 - tau) * norms.amax(dim=1, keepdim=True)
+
+
+def expert_mask(scores: torch.Tensor, routing: str, top_k: int, tau: float, norms) -> torch.Tensor:
+    """(N, R) bool: the experts each token runs; static top-k, or dynamic-k on `norms(scores)`."""
+    if routing == "dynamic":
+        return dynamic_mask(norms(scores), tau)
+    return topk_mask(scores, top_k)
+
+
+def expert_pairs(scores: torch.Tensor, routing: str, top_k: int, tau: float, norms
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token, expert) of every routed pair (the pairs of `expert_mask`), sorted by expert, tokens
+    ascending within an expert: what every dispatch strategy consumes."""
+    if routing == "dynamic":
+        exp_tok = expert_mask(scores, routing, top_k, tau, norms).t().nonzero()  # expert-major
+        return exp_tok[:, 1], exp_tok[:, 0]
+    if top_k <= 0:
+        none = torch.zeros(0, dtype=torch.long, device=scores.device)
+        return none, none
+    sel = scores.topk(top_k, dim=1).indices.reshape(-1)  # (N*k,), token-major
+    order = sel.argsort(stable=True)
+    return order.div(top_k, rounding_mode="floor"), sel[order]
 
 
 def straight_through_mask(scores: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:

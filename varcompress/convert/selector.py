@@ -8,7 +8,8 @@ Scores (higher = compute this token):
   scale failed to explain).
 - "mean_distance": ||x - mean of the scale's tokens||^2 per row, parameter-free
   (FastVAR's score: tokens far from the map's average carry the detail).
-The top `k_s` tokens of each (row, scale) are kept; kept indices stay in raster order.
+The top `k_s` tokens of each (row, scale) are kept (`token_path.keep_indices`); kept
+indices stay in raster order.
 """
 from __future__ import annotations
 
@@ -51,10 +52,6 @@ class TokenSelector(nn.Module):
     def flops_per_token(self) -> float:
         """Per scored token: the read-out (learned), subtract/square/sum (residual), plus the mean (mean_distance)."""
         return {"learned": 2.0, "residual": 3.0, "mean_distance": 4.0}[self.kind] * self.dim
-
-    def select(self, scores: torch.Tensor, k: int) -> torch.Tensor:
-        """(B, k) indices of the top-k scores per row, ascending (raster order)."""
-        return scores.topk(k, dim=1).indices.sort(dim=1).values
 
 
 @torch.no_grad()

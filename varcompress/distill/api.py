@@ -23,7 +23,7 @@ from ..checkpoint import atomic_write, remove_stale_temps
 from ..errors import VarcompressError
 from . import report
 from .data import to_var_input
-from .dist import Dist, broadcast_error, init_dist, shutdown
+from .dist import Dist, broadcast_error, dist_session
 from .recipe import dump_recipe, load_recipe, parse_recipe, recipe_hash
 from .setup import build_student, check_student, load_data, load_teacher_for
 from .trainer import Context, train
@@ -95,14 +95,8 @@ def distill(recipe: dict | str | Path, force: bool = False, resume: bool = True,
     r = _resolve(recipe, out_dir)
     if r["run"]["threads"] is not None:
         torch.set_num_threads(r["run"]["threads"])
-    d = init_dist(r["run"]["device"], r["run"]["ddp_timeout_min"])
-    try:
-        res = _distill(r, d, force, resume)
-    except BaseException:
-        shutdown(d, clean=False)
-        raise
-    shutdown(d)
-    return res
+    with dist_session(r["run"]["device"], r["run"]["ddp_timeout_min"]) as d:
+        return _distill(r, d, force, resume)
 
 
 def _distill(r: dict, d: Dist, force: bool, resume: bool) -> DistillResult:

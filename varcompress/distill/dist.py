@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,18 @@ def init_dist(device: str = "auto", timeout_min: float = 60.0) -> Dist:
                                  timeout=datetime.timedelta(minutes=timeout_min))
         owns = True
     return Dist(rank, world, local, dev, owns)
+
+
+@contextmanager
+def dist_session(device: str = "auto", timeout_min: float = 60.0):
+    """`init_dist`, then `shutdown` on leaving: together after a success, at once after a failure."""
+    d = init_dist(device, timeout_min)
+    try:
+        yield d
+    except BaseException:
+        shutdown(d, clean=False)
+        raise
+    shutdown(d)
 
 
 def barrier(d: Dist) -> None:

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..convert.router import router_targets, topk_mask
+from ..convert.token_path import scale_scores, scale_spans
+from ..metrics.kl import log_probs, token_kl
 from .relax import StudentHooks
 
 
@@ -37,9 +39,7 @@ def scale_mean(per_token: torch.Tensor, patch_nums, weighting: str = "token") ->
 
 def kl_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, temperature: float = 1.0, patch_nums=None,
             weighting: str = "token") -> torch.Tensor:
-    ls = (s_logits.float() / temperature).log_softmax(-1)
-    lt = (t_logits.float() / temperature).log_softmax(-1)
-    per_token = (lt.exp() * (lt - ls)).sum(-1)
+    per_token = token_kl(log_probs(t_logits, temperature), log_probs(s_logits, temperature))
     return scale_mean(per_token, patch_nums, weighting) * temperature ** 2
 
 
@@ -55,10 +55,9 @@ def guided_kl_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, cfg: float, p
 
     def guide(z):
         z = z.float()
-        return ((1 + t) * z[:B] - t * z[B:]).log_softmax(-1)
+        return log_probs((1 + t) * z[:B] - t * z[B:])
 
-    ls, lt = guide(s_logits), guide(t_logits)
-    return (lt.exp() * (lt - ls)).sum(-1).mean()
+    return token_kl(guide(t_logits), guide(s_logits)).mean()
 
 
 def feature_loss(s_out: dict, t_out: list, blocks: list[int]) -> torch.Tensor:
@@ -110,15 +109,12 @@ def selector_loss(blocks, s_in: dict, t_in: list, t_out: list) -> torch.Tensor |
             continue
         pns, x = blk.patch_nums, s_in[b]
         upd = (t_out[b].float() - t_in[b].float()).norm(dim=-1).clamp_min(1e-8).log()
-        off = 0
-        for s, pn in enumerate(pns):
-            n = pn * pn
+        for s, off, n in scale_spans(pns, 0, len(pns)):
             if blk.keep_counts[s] < n:
                 prev = x[:, off - pns[s - 1] ** 2:off] if s > 0 else None
-                sc = blk.selector(x[:, off:off + n], prev, pns[s - 1] if s > 0 else 0, pn).float()
+                sc = scale_scores(blk.selector, x[:, off:off + n], prev, pns, s).float()
                 y = upd[:, off:off + n]
                 terms.append(((sc - sc.mean(1, keepdim=True)) - (y - y.mean(1, keepdim=True))).pow(2).mean())
-            off += n
     return torch.stack(terms).mean() if terms else None
 
 

@@ -1,10 +1,12 @@
 """Training-time relaxations and captures, installed on the student as forward hooks.
 
 The convert modules are used as they are; distillation only adds hooks:
-- Routers ("st"): `ExpertFFN.straight_through` (forward = the hard top-k mask, gradient =
-  softmax(scores)); "gumbel" adds Gumbel noise to the router scores before the top-k and
-  the softmax (Gumbel-softmax straight-through); the temperature divides the scores
-  (the top-k choice, hence the budget, is unchanged by it).
+- Routers ("st"): the blocks are called with `expert_dispatch="masked"` (a forward pre-hook
+  adds the argument), so the expert FFNs compute every expert weighted by the
+  straight-through mask (forward = the hard top-k mask, gradient = softmax(scores));
+  "gumbel" adds Gumbel noise to the router scores before the top-k and the softmax
+  (Gumbel-softmax straight-through); the temperature divides the scores (the top-k
+  choice, hence the budget, is unchanged by it).
 - Selectors ("st"): the block output is returned unchanged in value, plus
   (p - p.detach()) * (u_computed - u_reconstructed) for every token of a sparse scale,
   where p = sigmoid((score - threshold) / (temperature * std)) is a soft keep gate
@@ -12,7 +14,8 @@ The convert modules are used as they are; distillation only adds hooks:
   their actual update; skipped ones: from a no-grad dense pass of the same block) and
   u_reconstructed what the block gives it when skipped. So dL/dscore tells whether
   computing the token would lower the loss: the straight-through estimator of the
-  keep decision, at exactly the inference keep counts.
+  keep decision, at exactly the inference keep counts. Scores, keep sets and reconstruction
+  are the block's own (`convert.token_path`).
 Only in training mode (`module.training`), never while KV-caching; eval is the hard path.
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 
 from ..convert.experts import ExpertFFN
 from ..convert.gated_block import GatedBlock
-from ..convert.selector import upsample_tokens
+from ..convert.token_path import Carry, keep_mask, scale_scores, scale_spans
 
 
 class StudentHooks:
@@ -37,6 +40,7 @@ class StudentHooks:
         self.reset()
         self._handles = []
         for b, blk in enumerate(self.blocks):
+            self._handles.append(blk.register_forward_pre_hook(self._dispatch_pre_hook, with_kwargs=True))
             self._handles.append(blk.register_forward_hook(functools.partial(self._block_hook, b), with_kwargs=True))
         for m in self.ffns:
             self._handles.append(m.register_forward_pre_hook(self._ffn_pre_hook))
@@ -53,20 +57,26 @@ class StudentHooks:
                   ffn_in: bool = False, scores: bool = False, gates: bool = False) -> None:
         self.router_mode, self.selector_mode, self.temperature = router, selector, float(temperature)
         self.capture_blocks, self.capture_ffn_in, self.capture_scores, self.capture_gates = blocks, ffn_in, scores, gates
-        for m in self.ffns:
-            m.straight_through = router != "off" and not m.all_active()
+
+    @property
+    def expert_dispatch(self) -> str:
+        """The expert FFNs' dispatch in training: straight-through ("masked") while routers are relaxed."""
+        return "masked" if self.router_mode != "off" else "loop"
 
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
-        for m in self.ffns:
-            m.straight_through = False
 
     # ---- hooks -------------------------------------------------------------------------------------
+    def _dispatch_pre_hook(self, block, args, kwargs):
+        if block.training and self.expert_dispatch != "loop" and len(args) < 5 and "expert_dispatch" not in kwargs:
+            return args, {**kwargs, "expert_dispatch": self.expert_dispatch}
+        return None
+
     def _ffn_pre_hook(self, ffn, args):
         if self.capture_ffn_in and ffn.training and not self._aux:
             X = args[0].detach().reshape(-1, args[0].shape[-1])
-            flag = getattr(ffn, "token_routed", None)  # rows the router sees (early scales run dense)
+            flag = args[1].routed if len(args) > 1 and args[1] is not None else True  # early scales run dense
             if flag is False:
                 return
             self.ffn_in.append((ffn, X[flag] if torch.is_tensor(flag) else X))
@@ -85,60 +95,51 @@ class StudentHooks:
         return out / self.temperature if self.temperature != 1.0 else out
 
     def _block_hook(self, b, block, args, kwargs, out):
-        if not block.training or block._caching or self._aux:
+        if not block.training or block.caching or self._aux:
             return None
         x = args[0]
         if self.selector_mode == "st" and any(p.requires_grad for p in block.selector.parameters()):
             bias = args[2] if len(args) > 2 else kwargs.get("attn_bias")
             scales = args[3] if len(args) > 3 else kwargs.get("scales")
             cond = args[1] if len(args) > 1 else kwargs.get("cond_BD")
-            out = self._gate_st(block, x, cond, bias, scales, out)
+            dispatch = args[4] if len(args) > 4 else kwargs.get("expert_dispatch", "loop")
+            out = self._gate_st(block, x, cond, bias, scales, dispatch, out)
         if self.capture_blocks:
             self.block_in[b], self.block_out[b] = x, out
         return out
 
-    def _gate_st(self, block: GatedBlock, x, cond, bias, scales, out):
-        pns = block.patch_nums
+    def _gate_st(self, block: GatedBlock, x, cond, bias, scales, dispatch, out):
+        pns, rec = block.patch_nums, block.rec
         a, e = scales if scales is not None else (0, len(pns))
-        sizes = [pns[s] ** 2 for s in range(a, e)]
-        if all(block.keep_counts[s] >= pns[s] ** 2 for s in range(a, e)) or a != 0:
+        spans = scale_spans(pns, a, e)
+        if all(block.keep_counts[s] >= n for s, _, n in spans) or a != 0:
             return out
-        ffns = block.expert_ffns()
-        saved = [getattr(m, "token_routed", None) for m in ffns]
         with torch.no_grad():
             self._aux = True
             try:
-                if hasattr(block, "_set_routing"):  # per-call routing flags must describe these rows
-                    block._set_routing(a, e, None, sizes, x)
-                u_dense = block.inner(x, cond, bias) - x
+                u_dense = block.run_all(x, cond, bias, scales, dispatch) - x
             finally:
                 self._aux = False
-                for m, f in zip(ffns, saved):
-                    m.token_routed = f
         u_hard = (out - x).detach()
-        pieces, off = [], 0
-        for i, s in enumerate(range(a, e)):
-            n, k = sizes[i], block.keep_counts[s]
+        pieces, prev, u_cache = [], None, None
+        for s, off, n in spans:
+            k, cur = block.keep_counts[s], slice(off, off + n)
             if k >= n:
-                pieces.append(out[:, off:off + n])
-                off += n
-                continue
-            prev = slice(off - sizes[i - 1], off) if i > 0 else None
-            xs = x[:, off:off + n]
-            scores = block.selector(xs, x[:, prev] if prev else None, pns[s - 1] if s > 0 else 0, pns[s]).float()
-            kept = block.selector.select(scores.detach(), k)
-            keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, kept, True)
-            if block.reconstruction == "prev_scale" and prev is not None:
-                u_rec = upsample_tokens(u_hard[:, prev], pns[s - 1], pns[s], block.upsample)
+                pieces.append(out[:, cur])
             else:
-                u_rec = torch.zeros_like(xs)
-            u_comp = torch.where(keep.unsqueeze(-1), u_hard[:, off:off + n], u_dense[:, off:off + n])
-            top = scores.detach().topk(k + 1, dim=1).values
-            thr = 0.5 * (top[:, k - 1] + top[:, k])
-            spread = scores.detach().std(dim=1, keepdim=True).clamp_min(1e-6) * self.temperature
-            p = torch.sigmoid((scores - thr.unsqueeze(1)) / spread)
-            pieces.append(out[:, off:off + n] + ((p - p.detach()).unsqueeze(-1) * (u_comp - u_rec)).to(out.dtype))
-            if self.capture_gates:
-                self.gates.append((p, k / n))
-            off += n
+                xs = x[:, cur]
+                scores = scale_scores(block.selector, xs, None if prev is None else x[:, prev], pns, s).float()
+                keep = keep_mask(scores.detach(), k)
+                u_rec = rec.base(s, xs, Carry(u_prev=None if prev is None else u_hard[:, prev], u_cache=u_cache))
+                u_comp = torch.where(keep.unsqueeze(-1), u_hard[:, cur], u_dense[:, cur])
+                top = scores.detach().topk(k + 1, dim=1).values
+                thr = 0.5 * (top[:, k - 1] + top[:, k])
+                spread = scores.detach().std(dim=1, keepdim=True).clamp_min(1e-6) * self.temperature
+                p = torch.sigmoid((scores - thr.unsqueeze(1)) / spread)
+                pieces.append(out[:, cur] + ((p - p.detach()).unsqueeze(-1) * (u_comp - u_rec)).to(out.dtype))
+                if self.capture_gates:
+                    self.gates.append((p, k / n))
+            if s == rec.cache_scale:
+                u_cache = u_hard[:, cur]
+            prev = cur
         return torch.cat(pieces, dim=1)

@@ -17,8 +17,6 @@ from ..errors import VarcompressError
 from .data import (default_cache_dir, draw_teacher_shards, encode_image_shards, image_cache,
                    teacher_cache)
 
-OFFICIAL_SAMPLING = dict(cfg=1.5, top_k=900, top_p=0.96)
-
 
 @dataclass
 class Teacher:
@@ -32,8 +30,8 @@ class Teacher:
 
 def load_teacher_for(r: dict, device: torch.device) -> Teacher:
     """Load the dense teacher (frozen, eval) and fill the recipe's sampling defaults in place."""
-    from ..resolve import TESTBED_NAMES, LoadedModel, resolve_model
-    from ..testbed.teachers import teacher_card, teacher_paths
+    from ..resolve import TESTBED_NAMES, LoadedModel, default_sampling, resolve_model
+    from ..testbed.teachers import teacher_paths
 
     spec, vae = r["teacher"]["checkpoint"], r["teacher"]["vae"]
     if Path(spec).is_dir():
@@ -56,7 +54,7 @@ def load_teacher_for(r: dict, device: torch.device) -> Teacher:
     var.vae.to(device)
     for p in var.parameters():
         p.requires_grad_(False)
-    sampling = dict((teacher_card(m.dataset).get("sampling") if m.dataset else None) or OFFICIAL_SAMPLING)
+    sampling = default_sampling(m.dataset)
     for k in ("cfg", "top_k", "top_p"):
         if r["data"][k] is None:
             r["data"][k] = sampling[k]
@@ -108,7 +106,10 @@ def check_student(r: dict, t: Teacher) -> None:
 
     if r["student"]["from"] is not None:
         cfg = read_activated_config(r["student"]["from"])
-        if cfg.get("var_config") != t.var.cfg.to_dict():
+        vc = cfg.get("var_config")
+        if isinstance(vc, dict):
+            vc = {k: v for k, v in vc.items() if k != "extra"}  # older cards carry an unused "extra": {}
+        if vc != t.var.cfg.to_dict():
             raise VarcompressError(f"student.from: {r['student']['from']} was not converted from a VAR of the "
                                    "teacher's shape")
         return

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_write
-from .bench_models import PROTOCOL, Variant
+from ..sampling import OFFICIAL_SAMPLING
+from .bench_models import Variant
 from .cpu import describe_device, set_malloc
 
 PARTS = ("transformer", "sampling", "next_input", "decode")
@@ -162,8 +163,9 @@ def add_speedups(rows: list[dict]) -> None:
 def markdown(rows: list[dict], meta: dict) -> str:
     dev = meta["device"]
     lines = [f"Device: {dev.get('name')} ({dev.get('device')}, threads={dev.get('threads', '-')}); "
-             f"torch {meta['torch']}; protocol cfg={PROTOCOL['cfg']} top_k={PROTOCOL['top_k']} "
-             f"top_p={PROTOCOL['top_p']}; median of {meta['repeats']} (warm-up {meta['warmup']}).", "",
+             f"torch {meta['torch']}; protocol cfg={OFFICIAL_SAMPLING['cfg']} "
+             f"top_k={OFFICIAL_SAMPLING['top_k']} "
+             f"top_p={OFFICIAL_SAMPLING['top_p']}; median of {meta['repeats']} (warm-up {meta['warmup']}).", "",
              "| model | variant | B | s/batch | CPU s | img/s | x eager (wall / CPU) | x eager-bf16 (wall / CPU) "
              "| x dense engine (wall / CPU "
              "/ transformer) | transformer GFLOPs/img (frac) | peak mem MB | transformer / sampling / next-input "
@@ -195,7 +197,7 @@ def write_results(rows: list[dict], meta: dict, out_dir: Path, stem: str) -> tup
 
 def run_meta(device: torch.device, repeats: int, warmup: int, **extra) -> dict:
     return {"device": describe_device(device), "torch": torch.__version__, "repeats": repeats, "warmup": warmup,
-            "protocol": PROTOCOL, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
+            "protocol": dict(OFFICIAL_SAMPLING), "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
 
 
 def run_benchmark(models: list[str], batches: list[int], repeats: int = 3, warmup: int = 0,

@@ -15,11 +15,12 @@ import torch
 
 from ..errors import VarcompressError
 from ..flops import var_flops
+from ..sampling import OFFICIAL_SAMPLING
 
 # (name, ConvertConfig kwargs): d16 transformer FLOPs fractions ~0.70, ~0.53, ~0.33
+MODELS = ("d16", "shapes", "digits", "small")  # what build_model builds
 BUDGETS = {"k4": dict(top_k=4, keep_ratio=1.0), "k4-keep0.7": dict(top_k=4, keep_ratio=0.7),
            "k2-keep0.5": dict(top_k=2, keep_ratio=0.5)}
-PROTOCOL = dict(cfg=1.5, top_k=900, top_p=0.96)
 
 
 @dataclass
@@ -52,7 +53,7 @@ def build_model(name: str, device: torch.device, seed: int = 0):
         spec = teacher_spec("shapes")
         var, vae = build_var(spec.var), build_vae(spec.vae)
     else:
-        raise VarcompressError(f"bench: unknown model {name!r} (d16, shapes, digits, small)")
+        raise VarcompressError(f"bench: unknown model {name!r} ({', '.join(MODELS)})")
     var.attach_vae(vae)
     return var.to(device).eval(), vae.to(device).eval()
 
@@ -233,7 +234,7 @@ def eager_profiled(m, autocast: torch.dtype | None = None):
         ctx = torch.autocast(dev, dtype=autocast) if autocast is not None else contextlib.nullcontext()
         try:
             with ctx:
-                return m.autoregressive_infer_cfg(B, labels, g_seed=0, **PROTOCOL)
+                return m.autoregressive_infer_cfg(B, labels, g_seed=0, **OFFICIAL_SAMPLING)
         finally:
             var_module.sample_top_k_top_p = sampler
             del quant.get_next_autoregressive_input, vae.fhat_to_img  # back to the class methods
@@ -245,4 +246,4 @@ def eager_profiled(m, autocast: torch.dtype | None = None):
 
 
 def _engine_run(eng):
-    return lambda B, labels: eng.generate(B, labels, g_seed=0, **PROTOCOL)
+    return lambda B, labels: eng.generate(B, labels, g_seed=0, **OFFICIAL_SAMPLING)

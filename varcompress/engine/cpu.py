@@ -38,10 +38,6 @@ def _glibc():
     return _libc or None
 
 
-def malloc_tuning_available() -> bool:
-    return _glibc() is not None
-
-
 def set_malloc(tuned: bool) -> bool:
     """Large thresholds (tuned) or glibc's initial fixed 128 KiB ones; returns False without glibc."""
     lib = _glibc()

@@ -1,7 +1,8 @@
 """Expert FFN dispatch for the engine: no per-expert host synchronisation.
 
 `FastExpertFFN` computes the same output as `convert.experts.ExpertFFN` in eval mode
-(fc2 bias + shared experts + the routed experts' partial outputs), with
+(fc2 bias + shared experts + the routed experts' partial outputs) with the same routing
+(`convert.router.expert_pairs`); only the dispatch differs:
 
 - all shared experts as one dense FFN (their weights concatenated once);
 - compensation (`ExpertFFN.compensation()`): the skipped experts' stand-in vectors,
@@ -25,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..convert.router import dynamic_mask
+from ..convert.router import expert_pairs
 from ..errors import VarcompressError
 
 
@@ -57,10 +58,7 @@ def _grouped_mm_runs(dtype: torch.dtype, device: torch.device) -> bool:
 
 def _compensation(m) -> torch.Tensor:
     """The (routed, C_out) vectors a skipped routed expert contributes (zeros: no compensation)."""
-    if callable(getattr(m, "compensation", None)):
-        return m.compensation().detach()
-    mu = getattr(m, "experts_mean", None)  # older layout: one mean per expert
-    return mu.detach()[m.shared:] if mu is not None else torch.zeros(m.routed, m.out_features)
+    return m.compensation().detach()
 
 
 class FastExpertFFN:
@@ -132,16 +130,8 @@ class FastExpertFFN:
         return out.view(*shape[:-1], self.C_out)
 
     def _pairs(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(token, expert) of every routed pair, sorted by expert (stable: tokens ascending)."""
-        scores = self.router(X)
-        if self.routing == "dynamic":
-            mask = dynamic_mask(self.predicted_norms(scores), self.tau)
-            exp_tok = mask.t().nonzero()  # (P, 2): expert-major, tokens ascending
-            return exp_tok[:, 1], exp_tok[:, 0]
-        k = self.top_k
-        sel = scores.topk(k, dim=1).indices.reshape(-1)  # (N*k,)
-        order = sel.argsort(stable=True)
-        return order.div(k, rounding_mode="floor"), sel[order]
+        """(token, expert) of every routed pair, sorted by expert (the eager model's routing)."""
+        return expert_pairs(self.router(X), self.routing, self.top_k, self.tau, self.predicted_norms)
 
     def _grouped(self, Xs: torch.Tensor, exp: torch.Tensor) -> torch.Tensor:
         """Partial outputs (P, C_out) of the pairs' experts (rows sorted by expert): two grouped GEMMs."""

@@ -2,9 +2,10 @@
 
 A runner is called once per scale with that scale's rows (2B, n, C), the block's six
 adaLN modulations and its K/V buffers, and returns the block output. The gated runner
-mirrors `convert.gated_block.GatedBlock` in cached generation exactly (same selection,
-same reconstruction of skipped tokens), with the engine's attention (preallocated
-cache holding only the kept tokens: static offsets per scale) and `FastExpertFFN`.
+runs `convert.gated_block.GatedBlock`'s token path (`convert.token_path`: same selection,
+same reconstruction of skipped tokens) with the engine's attention (preallocated cache
+holding only the kept tokens: static offsets per scale) and `FastExpertFFN`.
+`RUNNERS` maps block types to runners (exact type).
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import copy
 
 import torch
 
+from ..convert.fx_pass import traced_type
+from ..convert.gated_block import GatedBlock
+from ..convert.token_path import Carry, gather_tokens, keep_indices, merge_scale, scale_scores
 from ..errors import VarcompressError
 from ..models.var_blocks import AdaLNSelfAttn, SelfAttention
 from .dense import AttnW, FFNW, block_update
@@ -29,7 +33,7 @@ def _offsets(counts: list[int]) -> list[tuple[int, int]]:
 class DenseRunner:
     graph_safe = True
 
-    def __init__(self, block, patch_nums, eps: float, dtype, device):
+    def __init__(self, block, patch_nums, eps: float, dtype, device, dispatch: str = "auto"):  # no experts
         self.attn = AttnW.from_module(block.attn, dtype, device)
         self.ffn = FFNW.from_module(block.ffn, dtype, device)
         self.eps = eps
@@ -45,36 +49,30 @@ class DenseRunner:
 
 
 class GatedRunner:
-    def __init__(self, block, eps: float, dtype, device, dispatch: str = "auto"):
-        from ..convert.selector import upsample_tokens
-
+    def __init__(self, block, patch_nums, eps: float, dtype, device, dispatch: str = "auto"):
         inner = block.inner
         ffns = block.expert_ffns()
         attn = getattr(inner, "attn", None)
         called = {n.target for n in getattr(inner, "graph", None).nodes if n.op == "call_module"} \
             if hasattr(inner, "graph") else set()
         ffn_name = next((n for n, m in inner.named_modules() if ffns and m is ffns[0]), None)
-        if type(inner).__name__ != "AdaLNSelfAttn" or len(ffns) != 1 or not isinstance(attn, SelfAttention) \
+        if traced_type(inner) is not AdaLNSelfAttn or len(ffns) != 1 or not isinstance(attn, SelfAttention) \
                 or called != {"ada_lin.0", "ada_lin.1", "ln_wo_grad", "attn", ffn_name}:
             raise VarcompressError("engine: unsupported activated block layout (expected an AdaLNSelfAttn "
                                    "with one ExpertFFN); use the model's autoregressive_infer_cfg")
-        self.upsample_tokens = upsample_tokens
         self.attn = AttnW.from_module(attn, dtype, device)
         self.ffn = FastExpertFFN(ffns[0], dtype, device, dispatch)
         self.selector = copy.deepcopy(block.selector).to(device=device, dtype=dtype).eval()
         self.eps, self.pns = eps, tuple(block.patch_nums)
         self.keep = [min(k, pn * pn) for k, pn in zip(block.keep_counts, self.pns)]
-        self.recon, self.mode = block.reconstruction, block.upsample
-        self.first_routed = int(getattr(block, "first_routed_scale", 0))  # earlier scales: dense FFN
+        self.rec = block.rec
+        self.first_routed = block.first_routed_scale  # earlier scales: dense FFN
         self.offsets = _offsets(self.keep)
         self.kv_len = self.offsets[-1][1]
         S = len(self.pns)
-        nxt_sparse = [si + 1 < S and self.keep[si + 1] < self.pns[si + 1] ** 2 for si in range(S)]
-        self.save_x = [s and self.selector.kind == "residual" for s in nxt_sparse]
-        self.cache = int(getattr(block, "cache_scale", 0))  # reconstruction "cached": FastVAR's fixed scale
-        later_sparse = any(self.keep[s] < self.pns[s] ** 2 for s in range(self.cache + 1, S))
-        self.save_u = [(s and self.recon == "prev_scale") or (self.recon == "cached" and si == self.cache
-                                                              and later_sparse) for si, s in enumerate(nxt_sparse)]
+        sparse = [self.keep[si] < self.pns[si] ** 2 for si in range(S)]
+        self.save_x = [si + 1 < S and sparse[si + 1] and self.selector.kind == "residual" for si in range(S)]
+        self.save_u = [self.rec.keeps_update(si, sparse) for si in range(S)]
 
     @property
     def graph_safe(self) -> bool:
@@ -111,35 +109,25 @@ class GatedRunner:
             if self.save_x[si] or self.save_u[si]:
                 self._save(st, si, x, y - x)
             return y
-        pn_prev = self.pns[si - 1] if si > 0 else 0
-        x_prev = self._load(st, "x", si - 1)
-        scores = self.selector(x, x_prev if si > 0 else None, pn_prev, pn)
-        idx = scores.topk(k, dim=1).indices.sort(dim=1).values
-        ie = idx.unsqueeze(-1).expand(-1, -1, x.shape[2])
-        xk = x.gather(1, ie)
+        idx = keep_indices(scale_scores(self.selector, x, self._load(st, "x", si - 1), self.pns, si), k)
+        xk = gather_tokens(x, idx)
         yk = block_update(self.attn, ffn, xk, mod, self.eps, kc, vc, bg, ed)
-        u_prev = self._load(st, "u", si - 1)
-        u_cache = self._load(st, "u", self.cache) if self.recon == "cached" and si > self.cache else None
-        if self.recon == "prev_scale" and u_prev is not None and si > 0:
-            u = self.upsample_tokens(u_prev, pn_prev, pn, self.mode)
-        elif u_cache is not None:
-            u = self.upsample_tokens(u_cache, self.pns[self.cache], pn, self.mode)
-        else:
-            u = torch.zeros_like(x)
-        u = u.scatter_(1, ie, yk - xk)
-        y = (x + u).scatter_(1, ie, yk)
+        carry = Carry(u_prev=self._load(st, "u", si - 1), u_cache=self._load(st, "u", self.rec.cache_scale))
+        y, u = merge_scale(x, xk, yk, idx, self.rec.base(si, x, carry), inplace=True)
         self._save(st, si, x, u)
         return y
+
+
+# block type (exact) -> runner(block, patch_nums, eps, dtype, device, dispatch)
+RUNNERS = {AdaLNSelfAttn: DenseRunner, GatedBlock: GatedRunner}
 
 
 def make_runners(var, dtype, device, dispatch: str = "auto") -> list:
     eps, runners = var.cfg.norm_eps, []
     for i, block in enumerate(var.blocks):
-        if type(block) is AdaLNSelfAttn:
-            runners.append(DenseRunner(block, var.patch_nums, eps, dtype, device))
-        elif type(block).__name__ == "GatedBlock" and hasattr(block, "inner"):
-            runners.append(GatedRunner(block, eps, dtype, device, dispatch))
-        else:
+        runner = RUNNERS.get(type(block))
+        if runner is None:
             raise VarcompressError(f"engine: block {i} is a {type(block).__name__}, which the engine does not "
                                    "know; use the model's autoregressive_infer_cfg")
+        runners.append(runner(block, var.patch_nums, eps, dtype, device, dispatch))
     return runners

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from ..checkpoint import sha256_file
 from ..errors import VarcompressError
+from ..loading import is_distill_run
 from .format import Exportable, is_export_dir, load_export, read_export_config, vae_fingerprint
-
-OFFICIAL_SAMPLING = {"cfg": 1.5, "top_k": 900, "top_p": 0.96}
 
 
 def open_source(spec: str, vae_path: str | Path | None = None) -> tuple[Exportable, dict | None]:
@@ -29,7 +28,7 @@ def open_source(spec: str, vae_path: str | Path | None = None) -> tuple[Exportab
         return _dense_file(path, vae_path)
     if is_export_dir(path):
         return _export(path, vae_path)
-    if (path / "recipe.resolved.yaml").is_file() and (path / "ckpt").is_dir():
+    if is_distill_run(path):
         return _distill_run(path, vae_path)
     if (path / "prune.json").is_file():
         return _pruned(path, vae_path)
@@ -56,11 +55,9 @@ def _finish(ex: Exportable, testbed: str | None, vae_path, sampling: dict | None
         ex.model.attach_vae(None)
     if testbed is not None:
         ex.source.setdefault("testbed", testbed)
-        if sampling is None:
-            from ..testbed.teachers import teacher_card
+    from ..resolve import default_sampling
 
-            sampling = teacher_card(testbed).get("sampling")
-    return ex, sampling or dict(OFFICIAL_SAMPLING)
+    return ex, sampling or default_sampling(testbed)
 
 
 def _testbed(name: str, vae_path):

@@ -85,9 +85,25 @@ def reference_stats(ref_npz: str | Path, extractor=None) -> tuple[np.ndarray, np
     return feature_stats(inception_features(extractor, images)[0])
 
 
+def check_samples_npz(path: str | Path) -> None:
+    """A cheap look at the archive's directory: refuses a missing, truncated or non-npz file up front."""
+    path = Path(path)
+    if not path.exists():
+        raise VarcompressError(f"{path}: no such file (expected an npz with uint8 images in 'arr_0')")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise VarcompressError(f"{path}: expected an npz with uint8 images in 'arr_0' (not a zip archive: {e})") \
+            from None
+    if "arr_0.npy" not in names:
+        raise VarcompressError(f"{path}: expected an npz with uint8 images in 'arr_0' (it holds {names[:5]})")
+
+
 def imagenet_fid(samples_npz: str | Path, ref_npz: str | Path, inception_weights: str | Path,
                  device: str = "cpu", extractor=None) -> dict:
     """FID against the reference and Inception Score of the samples in `samples_npz`."""
+    check_samples_npz(samples_npz)
     try:
         with np.load(samples_npz) as z:
             images = z["arr_0"]

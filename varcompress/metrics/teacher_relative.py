@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..streams import batch_seeds
+from .kl import log_probs, token_kl
 from ..teacher_tokens import TokenMaps
 
 
@@ -23,9 +24,8 @@ def teacher_forced_agreement(student, teacher, maps: TokenMaps, batch: int = 32)
     kl_sum, agree_sum, count = torch.zeros(S), torch.zeros(S), torch.zeros(S)
     for i in range(0, len(maps), batch):
         lb, x = maps.labels[i:i + batch], maps.x[i:i + batch]
-        lt = teacher(lb, x).log_softmax(-1)
-        ls = student(lb, x).log_softmax(-1)
-        kl = (lt.exp() * (lt - ls)).sum(-1)            # (B, L)
+        lt, ls = log_probs(teacher(lb, x)), log_probs(student(lb, x))
+        kl = token_kl(lt, ls)            # (B, L)
         agree = (lt.argmax(-1) == ls.argmax(-1)).float()
         for s, (bg, ed) in enumerate(teacher.begin_ends):
             kl_sum[s] += kl[:, bg:ed].sum()

@@ -7,7 +7,7 @@ place where an activated model changes how blocks are driven.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -31,7 +31,6 @@ class VARConfig:
     patch_nums: tuple[int, ...] = OFFICIAL_PATCH_NUMS
     attn_l2_norm: bool = True
     norm_eps: float = 1e-6
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def official(cls, depth: int, attn_l2_norm: bool = True) -> "VARConfig":
@@ -46,6 +45,7 @@ class VARConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "VARConfig":
         d = dict(d)
+        d.pop("extra", None)  # a field of older cards, never used
         d["patch_nums"] = tuple(d["patch_nums"])
         return cls(**d)
 

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import VarcompressError
 from ..flops import var_flops
+from ..sampling import OFFICIAL_SAMPLING
 from ..streams import derive_seed
 from .config import PruneConfig
 from .neurons import _ffns, activation_stats, neuron_scores, prune_neurons, select_neurons
@@ -25,7 +26,6 @@ from .split import build_split
 from .tokens import ffn_hidden_for, set_counts, solve_counts, token_model
 
 MATCH_TOLERANCE = 0.01
-OFFICIAL_SAMPLING = dict(cfg=1.5, top_k=900, top_p=0.96)
 
 
 @dataclass
@@ -139,3 +139,72 @@ def prune(var, cfg: PruneConfig | None = None, calib=None, sampling: dict | None
             **extra, "config": cfg.to_dict()}
     model.eval()
     return PruneResult(model, info)
+
+
+def prune_checkpoint(ckpt: str, method: str, out, *, flops_target: float | None = None, match: str | None = None,
+                     vae=None, dataset: str | None = None, finetune=None, force: bool = False,
+                     progress: bool = False, log=None, **options) -> dict:
+    """What `varcompress prune` does: prune the dense `ckpt` (testbed name or .pth) at `flops_target`
+    or at the FLOPs of the model `match`, optionally fine-tune it with the budget of the distill
+    recipe `finetune`, and save it to `out`.
+
+    `options` are PruneConfig fields; the token settings not given follow the matched model's
+    (`matched_config`). Calibration and fine-tuning data are sampled with the testbed card's settings,
+    else the official ones. `log(line, err=False)` gets the progress lines (err=True: notes).
+    Returns {path, info (the pruning record), finetune (its summary, or None)}.
+    """
+    from ..compare.models import Entry, load_model, teacher_sha256
+    from ..durable import check_output
+    from ..resolve import default_sampling
+    from .config import ALIASES, matched_config
+    from .finetune import budget_from_recipe, finetune as run_finetune, teacher_data
+    from .io import save_pruned
+
+    log = log or (lambda line, err=False: None)
+    check_output(out, force)
+    if method in ALIASES:
+        log(f"note: --method {method} is deprecated; it is {ALIASES[method]} (training-free token pruning)", err=True)
+        method = ALIASES[method]
+    if (flops_target is None) == (match is None):
+        raise VarcompressError("give exactly one of --flops-target R and --match MODEL")
+    matched_config(method, 1.0 if flops_target is None else flops_target, **options)  # bad options fail first
+    budget = budget_from_recipe(finetune) if finetune is not None else None
+    t = load_model(Entry("teacher", ckpt), dataset=dataset, vae_path=vae)
+    if t.kind not in ("teacher", "dense"):
+        raise VarcompressError(f"{ckpt}: prune needs a dense VAR, got a {t.kind} model")
+    cc = {}
+    if match is not None:
+        flops_target, cc = _match_fraction(match, t.var, t.var.vae, t.dataset)
+        log(f"matching {match}: {flops_target:.4f} of the teacher's transformer FLOPs", err=True)
+    cfg = matched_config(method, float(flops_target), cc, **options)
+    sampling = default_sampling(t.dataset)
+    sha = teacher_sha256(ckpt)
+    res = prune(t.var, cfg, sampling=sampling)
+    i = res.info
+    log(f"{method}: FFN width {i['hidden']}/{i['teacher_hidden']}, keep counts {i['keep_counts']}, "
+        f"{i['gflops']:.4f} GFLOPs = {i['fraction']:.4f} of the teacher (target {i['target_fraction']:.4f})")
+    summary = None
+    if budget is not None:
+        from ..distill.recipe import load_recipe
+
+        r_teacher = load_recipe(finetune)["teacher"]["checkpoint"]
+        if teacher_sha256(r_teacher) != sha:
+            raise VarcompressError(f"--finetune {finetune}: its teacher ({r_teacher}) is not {ckpt}")
+        data = teacher_data(t.var, sha, budget, sampling, progress=progress)
+        summary = run_finetune(res.model, t.var, data, budget, progress=progress)
+        log(f"fine-tuned {', '.join(summary['trained'])} for {summary['steps']} steps: KL "
+            f"{summary['first_loss']:.4f} -> {summary['last_loss']:.4f}")
+    source = {"spec": ckpt, "sha256": sha, "testbed": t.dataset, "match": match}
+    dest = save_pruned(res.model, i, out, source=source, finetune=summary, force=force)
+    return {"path": dest, "info": i, "finetune": summary}
+
+
+def _match_fraction(spec: str, teacher, vae, dataset) -> tuple[float, dict]:
+    """FLOPs fraction (of `teacher`) of the model to match, and its convert config (token settings)."""
+    from ..compare.models import load_model, parse_spec
+
+    m = load_model(parse_spec(spec), vae=vae, dataset=dataset)
+    if m.var.cfg.embed_dim != teacher.cfg.embed_dim or tuple(m.var.patch_nums) != tuple(teacher.patch_nums):
+        raise VarcompressError(f"--match {spec}: not a model of the teacher's shape")
+    cc = m.info.get("convert_config") or {}
+    return model_gflops(m.var) / var_flops(teacher.cfg).transformer, cc

@@ -139,5 +139,16 @@ class PruneConfig:
         return cls(**d)
 
 
+def matched_config(method: str, flops_target: float, matched: dict | None = None, **options) -> PruneConfig:
+    """PruneConfig of `method` at `flops_target`; the token settings not given (sparse_scales,
+    reconstruction, upsample) are those of `matched`, the convert config of the activated model to
+    match, unless the method is a FastVAR one or that model prunes no tokens: then the method's own."""
+    m = matched or {}
+    own = method in ("fastvar", "fastvar-wanda") or not m.get("sparse_scales")
+    token = {k: options.pop(k, None) or (None if own else m.get(k)) for k in ("sparse_scales", "reconstruction",
+                                                                              "upsample")}
+    return PruneConfig(method=method, flops_target=flops_target, **token, **options)
+
+
 def _bad(field: str, why: str):
     raise VarcompressError(f"prune config: {field} {why}")

@@ -41,11 +41,6 @@ def _split_indices() -> dict[str, np.ndarray]:
     return {"train": np.sort(tr), "test": np.sort(te)}
 
 
-def split_size(split: str) -> int:
-    """Number of images in a split (1437 train, 360 test)."""
-    return len(_split_indices()[split])
-
-
 def load_digits_split(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """All images and labels of one split, in a fixed order (copies, safe to modify)."""
     x, y = _load_all()
