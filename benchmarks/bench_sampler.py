@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from varcompress.checkpoint import atomic_write
+from varcompress.durable import atomic_write
 from varcompress.engine.cpu import describe_device
 from varcompress.engine.sampler import sample_top_k_top_p_fast
-from varcompress.sampling import sample_top_k_top_p
+from varcompress.models.sampler import sample_top_k_top_p
 
 CASES = [  # (label, rows, vocabulary, logit scale)
     ("digits B=16, last scale", 16 * 64, 512, 3.0),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from varcompress.checkpoint import atomic_write
-from varcompress.convert.compare import PRESETS, compare_variants, preset_variants
+from varcompress.convert.variants import PRESETS, compare_variants, preset_variants
+from varcompress.durable import atomic_write
 
 
 def load_teacher(args):

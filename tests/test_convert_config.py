@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from varcompress.activated.config import keep_counts
 from varcompress.convert import ConvertConfig
-from varcompress.convert.config import keep_counts
 from varcompress.errors import VarcompressError
 
 

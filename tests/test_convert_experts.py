@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from varcompress.convert.clustering import balanced_assign, cluster_neurons
-from varcompress.convert.experts import ExpertCall, ExpertFFN
-from varcompress.convert.router import Router, dynamic_mask, fit_router, topk_mask
+from varcompress.activated.clustering import balanced_assign, cluster_neurons
+from varcompress.activated.experts import ExpertCall, ExpertFFN
+from varcompress.activated.router import Router, dynamic_mask, fit_router, topk_mask
+from varcompress.activated.selector import TokenSelector, fit_selector, upsample_tokens
 from varcompress.errors import VarcompressError
-from varcompress.convert.selector import TokenSelector, fit_selector, upsample_tokens
 
 
 def dense_ffn(C=16, H=64, seed=0):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from varcompress.convert.experts import ExpertCall, ExpertFFN
-from varcompress.convert.fx_pass import find_ffns, rewrite_block, trace_block, traced_type
+from varcompress.activated.experts import ExpertCall, ExpertFFN
+from varcompress.activated.fx_pass import find_ffns, rewrite_block, trace_block, traced_type
 from varcompress.errors import VarcompressError
 from varcompress.models.var import VARConfig
 from varcompress.var_io import build_var

@@ -64,7 +64,7 @@ def test_calibration_is_drawn_by_the_engine_without_decoding(monkeypatch):
     monkeypatch.setattr(FastDecoder, "__call__", lambda *a: (_ for _ in ()).throw(AssertionError("decoded")))
     g = torch.Generator().manual_seed(7)
     labels = torch.randint(0, var.num_classes, (3,), generator=g)
-    got_labels, x = calibrate.draw_calibration(var, 3, seed=7, cfg=1.5, top_k=4, top_p=0.9)
+    got_labels, x = calibrate.calibration_data(var, 3, seed=7, cfg=1.5, top_k=4, top_p=0.9)
     assert torch.equal(got_labels, labels)
     if torch.equal(labels, torch.tensor([1, 2, 3])):
         assert torch.equal(x, var.vae.idxBl_to_var_input(expect))

@@ -5,10 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from varcompress import teacher_tokens
+from varcompress.dist import Dist
 from varcompress.distill import data as D
 from varcompress.distill.api import _on_main
-from varcompress.distill.dist import Dist
 from varcompress.distill.recipe import parse_recipe
 from varcompress.distill.setup import load_data, load_teacher_for
 from varcompress.errors import VarcompressError
@@ -41,8 +40,8 @@ def test_teacher_cache_is_reused_and_resumes_missing_shards(tiny_teacher, tmp_pa
     (cache_dir,) = (tmp_path / "cache").iterdir()
     (cache_dir / "manifest.json").unlink()
     (cache_dir / "shard_00001.safetensors").unlink()  # as if killed while drawing shard 1
-    calls, orig = [], teacher_tokens.draw_token_maps
-    monkeypatch.setattr(teacher_tokens, "draw_token_maps", lambda *a, **k: calls.append(len(a[1])) or orig(*a, **k))
+    calls, orig = [], D.draw_token_maps
+    monkeypatch.setattr(D, "draw_token_maps", lambda *a, **k: calls.append(len(a[1])) or orig(*a, **k))
     again, _ = load_data(r, t, Dist(), _on_main)
     assert calls == [16] and torch.equal(again.idx, data.idx)  # only the missing shard was drawn
     load_data(r, t, Dist(), _on_main)

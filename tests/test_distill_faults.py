@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from varcompress.checkpoint import is_temp_name, read_state_dict
+from varcompress.checkpoint import read_state_dict
 from varcompress.convert import load_activated
 from varcompress.distill import distill
 from varcompress.distill.recipe import read_yaml
+from varcompress.durable import is_temp_name
 from varcompress.training.resume import latest_checkpoint, load_training_state
 
 from .test_distill_common import tiny_recipe, tiny_teacher  # noqa: F401  (fixture)

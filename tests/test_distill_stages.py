@@ -85,7 +85,7 @@ def test_relaxations_keep_the_hard_forward_and_reach_the_gates(router_mode):
 
 def test_selector_relaxation_reconstructs_skipped_tokens_as_the_block_does(monkeypatch):
     """"cached": the relaxation's u_reconstructed is the cache scale's update map, as in the block."""
-    from varcompress.convert.token_path import Reconstruction
+    from varcompress.activated.token_path import Reconstruction
 
     teacher, student, labels, x = tiny_student(reconstruction="cached", cache_scale=1)
     with torch.no_grad():

@@ -74,7 +74,7 @@ def test_atomic_dir_fsyncs_every_file_before_the_swap(tmp_path, monkeypatch):
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
 def test_replace_dir_swaps_old_for_new(tmp_path, monkeypatch, exchange):
     if not exchange:
-        monkeypatch.setattr(durable, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(durable.dirs, "_exchange", lambda a, b: False)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "v").write_text("old")
     with atomic_dir(tmp_path / "out", force=True) as tmp:
@@ -86,7 +86,7 @@ def test_replace_dir_swaps_old_for_new(tmp_path, monkeypatch, exchange):
 def test_crash_between_the_two_renames_leaves_a_usable_output_and_is_repaired(tmp_path, monkeypatch):
     """Without exchange support: cut after `out` was moved aside. The old output survives as
     `.out.old-*`; the next write (or `remove_stale_temps`) puts it back, then writes."""
-    monkeypatch.setattr(durable, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(durable.dirs, "_exchange", lambda a, b: False)
     out = tmp_path / "out"
     out.mkdir()
     (out / "v").write_text("old")
@@ -97,7 +97,7 @@ def test_crash_between_the_two_renames_leaves_a_usable_output_and_is_repaired(tm
     def crash(tmp, out):
         raise Crash
 
-    monkeypatch.setattr(durable, "_rename_new", crash)
+    monkeypatch.setattr(durable.dirs, "_rename_new", crash)
     monkeypatch.setattr(os, "replace", _replace_without_rollback(monkeypatch))
     with pytest.raises(Crash):
         with atomic_dir(out, force=True) as tmp:
@@ -131,11 +131,11 @@ def test_recover_dir_restores_only_when_the_output_is_missing(tmp_path):
 
 
 def test_replace_dir_second_rename_failing_puts_the_old_output_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(durable, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(durable.dirs, "_exchange", lambda a, b: False)
 
     def fail(tmp, out):
         raise OSError(errno.ENOSPC, "No space left on device", str(out))
-    monkeypatch.setattr(durable, "_rename_new", fail)
+    monkeypatch.setattr(durable.dirs, "_rename_new", fail)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "v").write_text("old")
     with pytest.raises(VarcompressError, match=r"cannot write .*out: No space left on device"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from varcompress.engine.sampler import filtered_probs, sample_top_k_top_p_fast, top_k_top_p_survivors
-from varcompress.sampling import filter_top_k_top_p, sample_top_k_top_p
+from varcompress.models.sampler import filter_top_k_top_p, sample_top_k_top_p
 
 SETTINGS = [(0, 0.0), (1, 0.0), (5, 0.0), (0, 0.9), (10, 0.8), (40, 0.5), (64, 0.96), (900, 0.96), (17, 0.999)]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from varcompress.convert.experts import EAGER_DISPATCH, ExpertCall, ExpertFFN
-from varcompress.convert.router import expert_mask, expert_pairs
+from varcompress.activated.experts import EAGER_DISPATCH, ExpertCall, ExpertFFN
+from varcompress.activated.router import expert_mask, expert_pairs
 from varcompress.engine.experts import FastExpertFFN
 
 

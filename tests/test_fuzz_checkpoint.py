@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 import varcompress
 from varcompress.checkpoint import read_state_dict, save_state_dict
-from varcompress.convert.api import read_activated_config
 from varcompress.errors import VarcompressError
+from varcompress.formats.activated import read_activated_config
 from varcompress.var_io import load_var
 
 from .helpers import tiny_var

@@ -15,7 +15,7 @@ import varcompress
 from varcompress.checkpoint import save_state_dict
 from varcompress.cli import main
 from varcompress.errors import VarcompressError
-from varcompress.generate import generate_images
+from varcompress.generate.images import generate_images
 from varcompress.models.var import VAR
 from varcompress.models.vqvae import DEFAULT_PATCH_NUMS, VQVAE, VQVAEConfig
 

@@ -10,7 +10,7 @@ from varcompress.metrics import classifier as clf
 from varcompress.metrics.corruptions import corruption_accuracy
 from varcompress.metrics.frechet import feature_stats, frechet_distance
 from varcompress.metrics.precision_recall import knn_radii, precision_recall
-from varcompress.metrics.testbed_eval import TestbedEvaluator, reference_scores
+from varcompress.metrics.testbed import TestbedEvaluator, reference_scores
 from varcompress.testbed import get_dataset
 
 THRESHOLDS = {"shapes": 0.98, "digits": 0.97, "scenes": 0.98}

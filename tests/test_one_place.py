@@ -7,9 +7,9 @@ import torch
 from varcompress.distill.losses import kl_loss
 from varcompress.loading import is_distill_run, model_dir
 from varcompress.metrics.kl import log_probs, token_kl
+from varcompress.models.sampler import OFFICIAL_SAMPLING
 from varcompress.models.var import VARConfig
 from varcompress.resolve import default_sampling
-from varcompress.sampling import OFFICIAL_SAMPLING
 
 
 def test_kl_core_and_its_reductions():

@@ -19,8 +19,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from varcompress.checkpoint import is_temp_name
 from varcompress.cli import main
+from varcompress.durable import is_temp_name
 
 RECIPE = {"teacher": {"checkpoint": "digits"},
           "student": {"convert": {"experts": 4, "top_k": 2, "calib_samples": 4, "calib_tokens": 256,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from varcompress.prune import PruneConfig, load_pruned, prune, save_pruned  # noqa: I001 (before engine: import order)
-from varcompress.prune.split import ScaleSplitVAR, drop_blocks
-from varcompress.convert.selector import upsample_tokens
+from varcompress.activated.selector import upsample_tokens
 from varcompress.engine import Engine
 from varcompress.errors import VarcompressError
 from varcompress.flops import var_flops
+from varcompress.models.scale_split import ScaleSplitVAR
+from varcompress.prune import PruneConfig, load_pruned, prune, save_pruned
+from varcompress.prune.split import drop_blocks
 
 from .test_prune_tokens import PN, calib, pair
 

@@ -1,7 +1,7 @@
 """The reference top-k / top-p filter follows the official rule."""
 import torch
 
-from varcompress.sampling import filter_top_k_top_p, sample_top_k_top_p
+from varcompress.models.sampler import filter_top_k_top_p, sample_top_k_top_p
 
 
 def test_top_k_keeps_exactly_k():

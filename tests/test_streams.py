@@ -20,7 +20,7 @@ from varcompress.streams import INDEX_BITS, PURPOSES, SEED_BITS, batch_seeds, de
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("official_d*.yaml"))
 DRAW_BATCH = 32       # draw_token_maps / same_seed_agreement
-CALIB_BATCH = 16      # convert's draw_calibration
+CALIB_BATCH = 16      # convert's calibration_data
 
 
 def training_seeds(seed: int, count: int, shard: int) -> set[int]:

@@ -5,8 +5,8 @@ import math
 
 import torch
 
+from varcompress.generate.tokens import balanced_labels, draw_token_maps
 from varcompress.metrics.teacher_relative import psnr, same_seed_agreement, teacher_forced_agreement
-from varcompress.teacher_tokens import balanced_labels, draw_token_maps
 
 from .helpers import tiny_var
 from .test_generation import tiny_vae

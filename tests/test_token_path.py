@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from varcompress.convert import token_path as tp
-from varcompress.convert.selector import TokenSelector, upsample_tokens
+from varcompress.activated import token_path as tp
+from varcompress.activated.selector import TokenSelector, upsample_tokens
 
 PN = (1, 2, 3, 4)
 

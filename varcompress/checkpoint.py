@@ -2,22 +2,27 @@
 
 Every load goes through `read_state_dict` (or `read_training_state` for resumable training
 states), which only unpickle plain tensors (`weights_only=True`) and turn every failure
-into one clear `VarcompressError`. The writers live in `durable.py` and are re-exported here.
+into one clear `VarcompressError`. `save_state_dict` writes the official format through
+`durable.atomic_write`, the one writing mechanism.
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import pickle
+import pickletools
 import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
-from .durable import (append_line, atomic_dir, atomic_write, is_temp_name, recover_dir,  # noqa: F401 (re-exported)
-                      remove_stale_temps, replace_dir)
+from .durable import atomic_write
 from .errors import VarcompressError
 
 
@@ -61,9 +66,6 @@ def _check_file(path: str | os.PathLike) -> Path:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -106,9 +108,6 @@ def _pickle_builds_objects(path: Path) -> bool:
     say) before it sees the GLOBAL; pickletools only parses opcodes, it never runs them. Only
     the first 16 MiB are scanned (from memory, so a garbage length field cannot ask for more).
     """
-    import io
-    import pickletools
-
     try:
         with open(path, "rb") as f:
             head = io.BytesIO(f.read(16 << 20))
@@ -165,8 +164,6 @@ def save_state_dict(sd: Mapping[str, torch.Tensor], path: str | os.PathLike, for
 
 def read_format_json(path: str | os.PathLike, fmt: str, max_version: int, kind: str) -> dict:
     """Read a model directory's JSON card; refuse other formats and newer versions (one line each)."""
-    import json
-
     path = Path(path)
     try:
         data = json.loads(path.read_text())

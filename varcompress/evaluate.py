@@ -14,8 +14,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .generation import per_class_labels, sample_classes
+from .errors import VarcompressError
+from .generate.images import per_class_labels, sample_classes
+from .generate.tokens import TokenMaps, balanced_labels, draw_token_maps
+from .metrics.teacher_relative import same_seed_agreement, teacher_forced_agreement
+from .metrics.testbed import TestbedEvaluator, real_pool
+from .resolve import default_sampling, resolve_model
 from .streams import derive_seed
+from .viz import save_grid
 
 
 @dataclass
@@ -35,8 +41,6 @@ _EVALUATORS: dict = {}
 
 def testbed_evaluator(dataset: str, n: int, seed: int = 0):
     """The evaluator whose reference is the first half of a real pool of 2n (cached)."""
-    from .metrics.testbed_eval import TestbedEvaluator, real_pool
-
     key = (dataset, n, seed)
     if key not in _EVALUATORS:
         x, _ = real_pool(dataset, 2 * n, seed)
@@ -60,14 +64,16 @@ def testbed_metrics(var, dataset: str, proto: EvalProtocol, progress: bool = Fal
     return metrics, images
 
 
-def teacher_metrics(student, teacher, proto: EvalProtocol) -> dict:
-    """KL / top-1 agreement on teacher-drawn maps and same-seed token agreement / PSNR."""
-    from .metrics.teacher_relative import same_seed_agreement, teacher_forced_agreement
-    from .teacher_tokens import balanced_labels, draw_token_maps
-
-    maps = draw_token_maps(teacher, balanced_labels(proto.teacher_maps, teacher.num_classes),
+def eval_maps(teacher, proto: EvalProtocol) -> TokenMaps:
+    """The protocol's teacher-drawn token maps (`compare` draws them once for every model)."""
+    return draw_token_maps(teacher, balanced_labels(proto.teacher_maps, teacher.num_classes),
                            seed=derive_seed(proto.seed, "eval_maps"), **proto.sampling)
-    out = teacher_forced_agreement(student, teacher, maps)
+
+
+def teacher_metrics(student, teacher, proto: EvalProtocol, maps: TokenMaps | None = None) -> dict:
+    """KL / top-1 agreement on teacher-drawn maps (`eval_maps` unless given) and same-seed token
+    agreement / PSNR."""
+    out = teacher_forced_agreement(student, teacher, eval_maps(teacher, proto) if maps is None else maps)
     out.update(same_seed_agreement(student, teacher, balanced_labels(proto.same_seed, teacher.num_classes),
                                    seed=derive_seed(proto.seed, "same_seed"), **proto.sampling))
     return out
@@ -83,9 +89,6 @@ def evaluate_model(model: str, vae=None, dataset: str | None = None, teacher: st
     `show(title, metrics)` gets each set of metrics as soon as it is measured. Returns
     {model, kind, dataset, protocol, testbed?, teacher_relative?}.
     """
-    from .errors import VarcompressError
-    from .resolve import default_sampling, resolve_model
-
     if n_per_class < 2:
         raise VarcompressError("--n-per-class must be >= 2")
     show = show or (lambda title, metrics: None)
@@ -97,8 +100,6 @@ def evaluate_model(model: str, vae=None, dataset: str | None = None, teacher: st
         result["testbed"], images = testbed_metrics(m.var, m.dataset, proto, progress=progress)
         show(f"{m.label} on {m.dataset} ({proto.n_per_class}/class, sampling {sampling})", result["testbed"])
         if grid is not None:
-            from .viz import save_grid
-
             save_grid(images, grid, nrow=n_per_class if n_per_class <= 16 else 16, upscale=2, force=force)
     if teacher is not None:
         t = resolve_model(teacher, vae, m.dataset)

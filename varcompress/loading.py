@@ -1,10 +1,15 @@
-"""`varcompress.load`: one loader for every model the toolkit writes or reads."""
+"""`varcompress.load`: one loader for every model the toolkit writes or reads, and the one place that
+tells model directories apart (`dir_kind`)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from .errors import VarcompressError
+from .formats.activated import load_activated
+from .formats.export import is_export_dir, load_export
+from .formats.pruned import is_pruned_dir, load_pruned
+from .var_io import load_var
 
 
 def is_distill_run(path: str | os.PathLike) -> bool:
@@ -14,6 +19,23 @@ def is_distill_run(path: str | os.PathLike) -> bool:
     """
     p = Path(path)
     return (p / "recipe.resolved.yaml").is_file() and ((p / "ckpt").is_dir() or (p / "student").is_dir())
+
+
+def dir_kind(path: str | os.PathLike) -> str | None:
+    """What a directory holds, by its marker: "export" (config.json of an export), "distill" (a distill
+    run, `is_distill_run`), "pruned" (prune.json), "activated" (config.json); None otherwise."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    if is_export_dir(p):
+        return "export"
+    if is_distill_run(p):
+        return "distill"
+    if is_pruned_dir(p):
+        return "pruned"
+    if (p / "config.json").is_file():
+        return "activated"
+    return None
 
 
 def model_dir(path: str | os.PathLike) -> Path:
@@ -30,20 +52,13 @@ def load(path: str | os.PathLike, vae=None):
     enable generation.
     """
     p = model_dir(path)
-    if p.is_dir():
-        from .export import is_export_dir, load_export
-
-        if is_export_dir(p):
-            return load_export(p, vae=vae)
-        if (p / "prune.json").is_file():
-            from .prune.io import load_pruned
-
-            return load_pruned(p, vae=vae)[0]
-        if (p / "config.json").is_file():
-            from .convert.api import load_activated
-
-            return load_activated(p, vae=vae)
-        raise VarcompressError(f"{p}: not a model directory (no config.json or prune.json)")
-    from .var_io import load_var
-
-    return load_var(p, vae=vae)
+    if not p.is_dir():
+        return load_var(p, vae=vae)
+    kind = dir_kind(p)
+    if kind == "export":
+        return load_export(p, vae=vae)
+    if kind == "pruned":
+        return load_pruned(p, vae=vae)[0]
+    if kind == "activated":
+        return load_activated(p, vae=vae)
+    raise VarcompressError(f"{p}: not a model directory (no config.json or prune.json)")

@@ -15,7 +15,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from .compare import CompareOptions, Entry, compare
+from .compare.models import teacher_sha256
+from .distill import distill
+from .durable import atomic_write
 from .errors import VarcompressError
+from .export import export_model
+from .formats.activated import read_activated_config
+from .prune import budget_from_recipe, finetune, prune, save_pruned, teacher_data
+from .prune.config import matched_config
+from .resolve import TESTBED_NAMES, default_sampling
+from .testbed.teachers import load_teacher
 
 BASELINES = ("wanda", "residual-tokens", "fastvar")
 LABELS = {"wanda": "Wanda FFN pruning", "residual-tokens": "training-free token pruning (residual)",
@@ -34,8 +46,6 @@ class PipelineConfig:
     threads: int = 1
 
     def check(self) -> "PipelineConfig":
-        from .resolve import TESTBED_NAMES
-
         if self.dataset not in TESTBED_NAMES:
             raise VarcompressError(f"--dataset: unknown dataset {self.dataset!r} (expected one of "
                                    f"{', '.join(TESTBED_NAMES)})")
@@ -78,10 +88,6 @@ def student_recipe(cfg: PipelineConfig, out: Path) -> dict:
 def make_baseline(method: str, dataset: str, teacher, teacher_sha: str, student_dir: Path, recipe: dict,
                   out: Path, sampling: dict, log=print) -> Path:
     """A baseline at the student's FLOPs, fine-tuned with the student's budget (same groups); saved to `out`."""
-    from .convert.api import read_activated_config
-    from .prune import budget_from_recipe, finetune, prune, save_pruned, teacher_data
-    from .prune.config import matched_config
-
     card = read_activated_config(student_dir)  # its budget: FLOPs fraction of the teacher, counted at save
     # the student's token settings (fastvar, or a student without token pruning: the baseline's own defaults)
     cfg = matched_config(method, card["budget"]["fraction"], card["convert_config"])
@@ -98,16 +104,6 @@ def make_baseline(method: str, dataset: str, teacher, teacher_sha: str, student_
 def run_pipeline(cfg: PipelineConfig, out: Path, log=print, force: bool = False) -> dict:
     """Run every step into `out` (refused if it holds files, unless force); returns {paths, rows} (the
     comparison's rows)."""
-    import torch
-
-    from .checkpoint import atomic_write
-    from .compare import CompareOptions, Entry, compare
-    from .compare.models import teacher_sha256
-    from .distill import distill
-    from .export import export_model
-    from .resolve import default_sampling
-    from .testbed.teachers import load_teacher
-
     cfg.check()
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import VarcompressError
+from .formats.export import FORMAT as EXPORT_FORMAT, check_vae
+from .loading import dir_kind, load, model_dir
+from .models.sampler import OFFICIAL_SAMPLING
 from .testbed.datasets import DATASETS, dataset_info
+from .testbed.teachers import load_teacher, teacher_card, teacher_paths
+from .vae_io import load_vae
+from .var_io import load_var
 
 TESTBED_NAMES = tuple(DATASETS)
 
@@ -26,12 +32,8 @@ class LoadedModel:
 def default_sampling(dataset: str | None, **given) -> dict:
     """The settings a model is sampled with: its testbed card's, else the official ones (a new dict);
     the `given` ones that are not None replace them."""
-    from .sampling import OFFICIAL_SAMPLING
-
     card = None
     if dataset:
-        from .testbed.teachers import teacher_card
-
         card = teacher_card(dataset).get("sampling")
     sampling = dict(card or OFFICIAL_SAMPLING)
     sampling.update({k: v for k, v in given.items() if v is not None})
@@ -40,14 +42,10 @@ def default_sampling(dataset: str | None, **given) -> dict:
 
 def load_vae_for(vae_path: str | Path | None, dataset: str | None, what: str, patch_nums=None):
     """The VQVAE a model generates with: the file given, else the testbed's (scale schedule `patch_nums`)."""
-    from .vae_io import load_vae
-
     testbed_scales = tuple(dataset_info(dataset)["patch_nums"]) if dataset else None
     if vae_path is not None:
         return load_vae(vae_path, patch_nums=patch_nums or testbed_scales)
     if dataset is not None:
-        from .testbed.teachers import teacher_paths
-
         return load_vae(teacher_paths(dataset)["vae"], patch_nums=testbed_scales)
     raise VarcompressError(f"{what}: pass --vae (the model's VQVAE checkpoint)")
 
@@ -55,16 +53,10 @@ def load_vae_for(vae_path: str | Path | None, dataset: str | None, what: str, pa
 def resolve_model(spec: str | Path, vae: str | Path | None = None, dataset: str | None = None) -> LoadedModel:
     """A testbed name ('shapes'), a model directory (activated / pruned / exported / finished distill
     run) or a VAR .pth."""
-    from . import load
-
     spec_s = str(spec)
     if spec_s in TESTBED_NAMES and not Path(spec_s).exists():
-        from .testbed.teachers import load_teacher
-
         var, v = load_teacher(spec_s)
         return LoadedModel(var, v, f"{spec_s} teacher", spec_s, "dense")
-    from .loading import model_dir
-
     path = model_dir(spec_s)
     if path.is_dir():
         card, kind = _dir_card(path)
@@ -72,13 +64,9 @@ def resolve_model(spec: str | Path, vae: str | Path | None = None, dataset: str 
         dataset = dataset or (source.get("testbed") if isinstance(source, dict) else None)
         model = load(path)
         v = load_vae_for(vae, dataset, spec_s, model.patch_nums)
-        if card.get("format") == "varcompress-model":
-            from .export import check_vae
-
+        if card.get("format") == EXPORT_FORMAT:
             check_vae(card, v, path)
         return LoadedModel(model.attach_vae(v), v, Path(spec_s).name, dataset, card.get("kind") or kind)
-    from .var_io import load_var
-
     model = load_var(path)
     v = load_vae_for(vae, dataset, spec_s, model.patch_nums) if (vae is not None or dataset is not None) else None
     return LoadedModel(model.attach_vae(v), v, path.name, dataset, "dense")
@@ -86,7 +74,7 @@ def resolve_model(spec: str | Path, vae: str | Path | None = None, dataset: str 
 
 def _dir_card(path: Path) -> tuple[dict, str]:
     """(the directory's JSON card, its kind): prune.json for pruned models, else config.json."""
-    pruned = (path / "prune.json").is_file()
+    pruned = dir_kind(path) == "pruned"
     card_path = path / ("prune.json" if pruned else "config.json")
     try:
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}

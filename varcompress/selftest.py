@@ -24,7 +24,8 @@ import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
 
-from .convert import ConvertConfig, convert
+from .activated.config import ConvertConfig
+from .convert.api import convert
 from .engine import Engine
 from .engine.experts import _grouped_mm_runs, grouped_mm_ok
 from .errors import VarcompressError

@@ -12,7 +12,9 @@ import torch
 
 from .checkpoint import check_finite, read_state_dict
 from .errors import VarcompressError
+from .flops import var_flops
 from .models.var import VAR, VARConfig, level_layout
+from .vae_io import infer_vae_config
 
 _REQUIRED = ("word_embed.weight", "class_emb.weight", "pos_1LC", "lvl_1L", "head.weight", "blocks.0.ffn.fc1.weight")
 
@@ -167,8 +169,6 @@ def describe_checkpoint(ckpt: str | os.PathLike | None = None, arch: str | None 
     {"kind": "vqvae", "what", "config", "params"} or {"kind": "var", "what", "config", "tokens",
     "params", "flops" (`flops.var_flops`)}.
     """
-    from .flops import var_flops
-
     if (ckpt is None) == (arch is None):
         raise VarcompressError("give exactly one of CKPT or --arch")
     if arch is not None:
@@ -178,8 +178,6 @@ def describe_checkpoint(ckpt: str | os.PathLike | None = None, arch: str | None 
     else:
         sd = read_state_dict(ckpt)
         if "quantize.embedding.weight" in sd:
-            from .vae_io import infer_vae_config
-
             return {"kind": "vqvae", "what": str(ckpt), "config": infer_vae_config(sd),
                     "params": sum(v.numel() for k, v in sd.items() if "ema_vocab_hit" not in k)}
         cfg, what = infer_var_config(sd, str(ckpt)), str(ckpt)

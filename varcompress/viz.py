@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write
+from .durable import atomic_write
 
 
 def grid_array(images: torch.Tensor, nrow: int, pad: int = 2, upscale: int = 1) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The `varcompress` command line: one verb per workflow.
+"""The `varcompress` command line: one verb per workflow (`app.py`: the Typer app; `*_cmd.py`: one verb each).
 
 Every command turns a `VarcompressError` (bad file, bad flag, bad recipe) and every
 operating-system error (exists, not a directory, permission, disk full, read-only file
@@ -10,28 +10,11 @@ import sys
 
 import typer
 
-from .. import __version__
 from ..durable import os_error_line
 from ..errors import VarcompressError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Compress pretrained VAR models by activating only part of them.")
-
-
-def _version(value: bool):
-    if value:
-        typer.echo(f"varcompress {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")):
-    """Compress pretrained VAR models by activating only part of them."""
-
-
-from . import (bench_cmd, compare_cmd, convert_cmd, demo_cmd, distill_cmd, eval_cmd, export_cmd, fid_cmd,  # noqa: E402,F401
-               generate_cmd, inspect_cmd, prune_cmd, selftest_cmd, testbed_cmd)  # noqa: E402,F401  (registers commands)
+from . import (bench_cmd, compare_cmd, convert_cmd, demo_cmd, distill_cmd,  # noqa: F401; each registers its verb
+               eval_cmd, export_cmd, fid_cmd, generate_cmd, inspect_cmd, prune_cmd, selftest_cmd, testbed_cmd)
+from .app import app
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,12 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
+import torch
 import typer
 
+from ..engine.bench import markdown, run_benchmark
 from ..engine.bench_fresh import run_fresh_benchmark
-from ..engine.bench_models import MODELS
+from ..engine.bench_models import BUDGETS, MODELS
 from ..errors import VarcompressError
-from . import app
+from .app import app
 
 
 @app.command("bench")
@@ -42,9 +44,6 @@ def bench(
     stem: str = typer.Option("bench", help="Output file name stem."),
 ):
     """Time generation (latency, images/s, peak memory, GFLOPs/image, breakdown) and write a report."""
-    from ..engine.bench import run_benchmark
-    from ..engine.bench_models import BUDGETS
-
     if repeats < 1 or warmup < 0 or any(b < 1 for b in batch):
         raise VarcompressError("--repeats must be >= 1, --warmup >= 0 and every --batch >= 1")
     for name in models:  # a typo is an error; only a missing testbed teacher is skipped (with the reason)
@@ -58,8 +57,6 @@ def bench(
     if cuda_graphs and not device.startswith("cuda"):
         raise VarcompressError("--cuda-graphs needs --device cuda")
     if device.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_available():
             raise VarcompressError("--device cuda: CUDA is not available")
     extras = tuple(n for n, on in (("compile", compile_), ("graphs", cuda_graphs)) if on)
@@ -70,6 +67,4 @@ def bench(
     else:
         res = run_benchmark(list(models), list(batch), repeats, warmup, list(budget), device, threads, bf16, calib,
                             act_eager, decode, out, stem, extras=extras, log=log, students=list(student))
-    from ..engine.bench import markdown
-
     typer.echo(markdown(res["rows"], res["meta"]))

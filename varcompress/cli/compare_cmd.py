@@ -4,11 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
+import torch
 import typer
 
+from ..compare import CompareOptions, compare, load_compare_recipe, parse_spec
+from ..compare.report import markdown
 from ..durable import check_output
 from ..errors import VarcompressError
-from . import app
+from .app import app
 
 
 @app.command("compare")
@@ -33,10 +36,6 @@ def compare_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ):
     """Compare models against their teacher: params, GFLOPs, latency, throughput, quality; Markdown/CSV/JSON + PNGs."""
-    import torch
-
-    from ..compare import CompareOptions, compare, load_compare_recipe, parse_spec
-
     if threads is not None:
         if threads < 1:
             raise VarcompressError("--threads must be >= 1")
@@ -56,7 +55,5 @@ def compare_cmd(
     ds = dataset or where["dataset"]
     rep = compare(entries, out, dataset=ds, teacher=teacher or where["teacher"], vae_path=vae or where["vae"],
                   opts=opts, force=force, log=lambda m: typer.echo(m, err=True))
-    from ..compare.report import markdown
-
     typer.echo(markdown(rep))
     typer.echo(f"wrote {out}")

@@ -6,8 +6,10 @@ from typing import Optional
 
 import typer
 
+from ..convert.api import convert_checkpoint
 from ..errors import VarcompressError
-from . import app
+from ..flops import var_flops
+from .app import app
 
 
 def parse_keep_ratio(text: str | None) -> float | list[float] | None:
@@ -41,8 +43,6 @@ def convert(
                                   help="Progress bars with ETA for every phase (shown only on a terminal)."),
 ):
     """Split FFNs into experts with routers, add token selectors, calibrate, and save."""
-    from ..convert import convert_checkpoint
-
     kw = dict(experts=experts, top_k=top_k, flops_target=flops_target, allocation=allocation,
               calib_samples=calib_samples, seed=seed)
     keep = parse_keep_ratio(keep_ratio)
@@ -55,8 +55,6 @@ def convert(
 
 def print_budget_table(dense, model) -> None:
     """Dense vs activated: parameters and GFLOPs per image (with CFG), per component."""
-    from ..flops import var_flops
-
     d, a = var_flops(dense.cfg), model.flops()
     n_dense = sum(p.numel() for p in dense.parameters())
     n_act = sum(p.numel() for p in model.parameters())

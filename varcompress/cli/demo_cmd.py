@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from ..pipeline import PipelineConfig, run_pipeline
+from .app import app
 
 
 @app.command()
@@ -20,8 +21,6 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
 ):
     """convert -> distill -> Wanda / residual-token / FastVAR baselines (equal FLOPs, budget) -> compare -> export."""
-    from ..pipeline import PipelineConfig, run_pipeline
-
     cfg = PipelineConfig(dataset=dataset, flops_target=flops_target, align_steps=align_steps,
                          joint_steps=joint_steps, n_per_class=n_per_class, threads=max(1, threads))
     summary = run_pipeline(cfg, out, log=typer.echo, force=force)

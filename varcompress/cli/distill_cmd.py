@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from . import app
+from ..distill import distill
+from .app import app
 
 
 @app.command("distill")
@@ -19,8 +20,6 @@ def distill_cmd(
 ):
     """Distill an activated student from its dense teacher; multi-process with
     `torchrun --nproc_per_node=N -m varcompress.cli distill RECIPE`."""
-    from ..distill import distill
-
     res = distill(recipe, force=force, resume=resume, out_dir=out)
     if res.result is None:  # not rank 0
         return

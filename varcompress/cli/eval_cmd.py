@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 
-from ..durable import check_output
-from . import app
+from ..durable import atomic_write, check_output
+from ..evaluate import evaluate_model
+from .app import app
 
 
 def print_metrics(title: str, metrics: dict) -> None:
@@ -38,9 +39,6 @@ def eval_(
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
 ):
     """Print testbed metrics (class accuracy, FID, precision/recall) and teacher-relative metrics."""
-    from ..checkpoint import atomic_write
-    from ..evaluate import evaluate_model
-
     for out in (json_out, grid):
         if out is not None:
             check_output(out, force)

@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from . import app
+from ..export import export_model
+from ..formats.export import read_export_config
+from .app import app
 
 
 @app.command()
@@ -19,8 +21,6 @@ def export(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
 ):
     """Write model.safetensors + config.json that `varcompress.load(DIR, vae=...)` rebuilds exactly."""
-    from ..export import export_model, read_export_config
-
     dest = export_model(model, out, vae=vae, force=force)
     cfg = read_export_config(dest)
     b = cfg["budget"]

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from ..metrics.imagenet_fid import imagenet_fid
+from .app import app
 
 
 @app.command()
@@ -16,7 +17,5 @@ def fid(
     device: str = typer.Option("cpu"),
 ):
     """Compute FID and Inception Score with torch-fidelity's InceptionV3; nothing is downloaded."""
-    from ..metrics.imagenet_fid import imagenet_fid
-
     r = imagenet_fid(samples, ref, inception_weights, device=device)
     typer.echo(f"FID {r['fid']:.3f}  IS {r['inception_score']:.2f} +- {r['inception_score_std']:.2f}  (n={r['n']})")

@@ -5,11 +5,15 @@ import os
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 
+from ..dist import dist_session
 from ..durable import check_output
 from ..errors import VarcompressError
-from . import app
+from ..generate.files import sample_model
+from .app import app
+
 
 def _check(out, npz, per_image, n, batch, seed, cfg, top_k, top_p, device, force) -> None:
     """Every refusal that needs no model, before anything is loaded or drawn."""
@@ -34,8 +38,6 @@ def _check(out, npz, per_image, n, batch, seed, cfg, top_k, top_p, device, force
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise VarcompressError(f"--device: expected auto, cpu or cuda, got {device!r}")
     if device.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_available():
             raise VarcompressError(f"--device {device}: CUDA is not available")
     for path in (out, npz):
@@ -64,9 +66,6 @@ def generate(
 ):
     """Draw class-conditional samples. FID over N GPUs:
     `torchrun --nproc_per_node=N -m varcompress.cli generate MODEL --vae VAE --npz samples.npz`."""
-    from ..distill.dist import dist_session
-    from ..generate import sample_model
-
     n = n_per_class if n_per_class is not None else (50 if npz is not None else 8)
     _check(out, npz, per_image, n, batch, seed, cfg, top_k, top_p, device, force)
     with dist_session(device) as d:

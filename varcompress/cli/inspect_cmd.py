@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from . import app
+from ..var_io import describe_checkpoint
+from .app import app
 
 
 @app.command()
@@ -15,8 +16,6 @@ def inspect(
     arch: Optional[str] = typer.Option(None, help="Instead of a file: an official architecture, d16|d20|d24|d30 (built on the meta device)."),
 ):
     """Print the inferred configuration, parameter count and analytic GFLOPs per image."""
-    from ..var_io import describe_checkpoint
-
     d = describe_checkpoint(ckpt, arch)
     if d["kind"] == "vqvae":
         typer.echo(f"{d['what']}: VQVAE tokenizer")

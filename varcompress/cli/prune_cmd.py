@@ -4,9 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 
-from . import app
+from ..prune.api import prune_checkpoint
+from .app import app
 
 METHOD_HELP = ("magnitude | wanda (FFN neurons) | residual-tokens (training-free token pruning; old name: tokens) "
                "| both (wanda + residual tokens) | fastvar (FastVAR-style cached token pruning) | fastvar-wanda "
@@ -45,10 +47,6 @@ def prune_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ):
     """Build a training-free baseline at a FLOPs target: FFN neurons, tokens (residual, FastVAR), a scale split."""
-    import torch
-
-    from ..prune.api import prune_checkpoint
-
     if threads is not None:
         torch.set_num_threads(max(1, threads))
     res = prune_checkpoint(ckpt, method, out, flops_target=flops_target, match=match, vae=vae, dataset=dataset,

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import time
 
+import torch
 import typer
 
-from . import app
+from ..selftest import TOLERANCE, format_row, resolve_device, selftest as run
+from .app import app
 
 
 @app.command()
@@ -17,11 +19,6 @@ def selftest(device: str = typer.Option("auto", help="auto | cpu | cuda: cuda ad
     One row per path: passed, failed (with the difference) or skipped (with the reason).
     Exit code 1 when any path fails. GPU users: run this first.
     """
-    import torch
-
-    from ..selftest import TOLERANCE, format_row, resolve_device
-    from ..selftest import selftest as run
-
     device = resolve_device(device)
     torch.set_num_threads(max(1, threads))
     t0 = time.perf_counter()

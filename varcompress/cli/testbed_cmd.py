@@ -1,12 +1,20 @@
 """`varcompress testbed ...`: train and describe the embedded teachers."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 
-from . import app
+from ..durable import atomic_dir, check_output
+from ..errors import VarcompressError
+from ..testbed.datasets import DATASETS, dataset_info
+from ..testbed.report import teacher_report, write_report
+from ..testbed.teachers import teacher_card, teacher_paths, teacher_spec
+from ..testbed.train import train_teacher
+from .app import app
 
 testbed_app = typer.Typer(no_args_is_help=True, help="The embedded testbed: data sets and teachers.")
 app.add_typer(testbed_app, name="testbed")
@@ -24,14 +32,6 @@ def train(
                                              "shipped NAME_vae.pth) instead of training a tokenizer."),
 ):
     """Train the tokenizer and the VAR teacher for a data set (resumes if interrupted)."""
-    import dataclasses
-
-    import torch
-
-    from ..testbed.datasets import dataset_info
-    from ..testbed.teachers import teacher_spec
-    from ..testbed.train import train_teacher
-
     dataset_info(name)
     torch.set_num_threads(threads)
     spec = teacher_spec(name)
@@ -47,9 +47,6 @@ def train(
 @testbed_app.command("info")
 def info(name: Optional[str] = typer.Argument(None, help="One data set (default: all of them).")):
     """Describe the built-in data sets, their teachers (shipped or not) and the teachers' cards."""
-    from ..testbed.datasets import DATASETS, dataset_info
-    from ..testbed.teachers import teacher_card, teacher_paths
-
     for n in [name] if name is not None else list(DATASETS):
         d = dataset_info(n)
         has = teacher_paths(n)["var"].exists()
@@ -81,11 +78,6 @@ def report(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
 ):
     """Validate a testbed teacher: tokenizer, classifier strictness, seed noise, last-scale ablation."""
-    from ..checkpoint import atomic_dir
-    from ..durable import check_output
-    from ..errors import VarcompressError
-    from ..testbed.report import teacher_report, write_report
-
     check_output(out, force)
     if n_per_class < 2 or seeds < 2 or n_real < 2:
         raise VarcompressError("--n-per-class, --seeds and --n-real must be >= 2")

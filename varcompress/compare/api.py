@@ -15,15 +15,14 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from ..checkpoint import atomic_dir
+from ..durable import atomic_dir
 from ..errors import VarcompressError
-from ..evaluate import EvalProtocol
+from ..evaluate import EvalProtocol, eval_maps
 from ..flops import var_flops
-from ..generation import per_class_labels, sample_classes
+from ..generate.images import per_class_labels, sample_classes
 from ..resolve import default_sampling
 from ..streams import derive_seed
-from ..teacher_tokens import balanced_labels, draw_token_maps
+from ..version import __version__
 from . import report as rp
 from .measure import QUALITY, quality_over_seeds, relative_metrics, size_and_flops
 from .models import Entry, load_model
@@ -121,8 +120,7 @@ def compare(entries: list[Entry], out: str | os.PathLike, dataset: str | None = 
     sampling = dict(opts.sampling or default_sampling(dataset))
     proto = EvalProtocol(n_per_class=opts.n_per_class, seed=opts.seed, sampling=sampling,
                          teacher_maps=opts.teacher_maps, same_seed=opts.same_seed)
-    maps = draw_token_maps(t.var, balanced_labels(proto.teacher_maps, t.var.num_classes),
-                           seed=derive_seed(proto.seed, "eval_maps"), **sampling)
+    maps = eval_maps(t.var, proto)
     teacher_g = var_flops(t.var.cfg).transformer
     rows, images = [], {}
     everything = [(Entry(f"teacher ({teacher_spec})", teacher_spec), t, True)] + \

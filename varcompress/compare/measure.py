@@ -17,9 +17,8 @@ import statistics
 
 import torch
 
-from ..evaluate import testbed_metrics
+from ..evaluate import teacher_metrics, testbed_metrics
 from ..flops import FlopsReport, var_flops
-from ..streams import derive_seed
 
 LINEAR = ("qkv", "proj", "ffn", "router", "embed", "head")
 
@@ -42,18 +41,13 @@ def _finite(v) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-@torch.no_grad()
 def relative_metrics(var, teacher, maps, proto) -> dict:
-    from ..metrics.teacher_relative import same_seed_agreement, teacher_forced_agreement
-    from ..teacher_tokens import balanced_labels
-
-    tf = teacher_forced_agreement(var, teacher, maps)
-    ss = same_seed_agreement(var, teacher, balanced_labels(proto.same_seed, teacher.num_classes),
-                             seed=derive_seed(proto.seed, "same_seed"), **proto.sampling)
-    return {"kl": tf["kl"], "top1": tf["top1_agreement"], "token_agreement": ss["token_agreement"],
-            "psnr_db": _finite(ss["psnr_db"]),
-            "per_scale": {"kl": tf["kl_per_scale"], "top1": tf["top1_per_scale"],
-                          "token_agreement": ss["token_agreement_per_scale"]}}
+    """`evaluate.teacher_metrics` on the shared maps, as the table's columns."""
+    r = teacher_metrics(var, teacher, proto, maps)
+    return {"kl": r["kl"], "top1": r["top1_agreement"], "token_agreement": r["token_agreement"],
+            "psnr_db": _finite(r["psnr_db"]),
+            "per_scale": {"kl": r["kl_per_scale"], "top1": r["top1_per_scale"],
+                          "token_agreement": r["token_agreement_per_scale"]}}
 
 
 QUALITY = ("accuracy", "fid", "precision", "recall")

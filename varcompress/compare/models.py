@@ -10,7 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint import sha256_file
 from ..errors import VarcompressError
+from ..formats.activated import load_activated, read_activated_config
+from ..formats.export import load_export, read_export_config
+from ..formats.pruned import load_pruned
+from ..loading import dir_kind, model_dir
+from ..resolve import TESTBED_NAMES, load_vae_for
+from ..testbed.teachers import load_teacher, teacher_paths
+from ..vae_io import load_vae
+from ..var_io import load_var
 
 
 @dataclass
@@ -44,9 +53,6 @@ def parse_spec(text: str) -> Entry:
 
 def _attach(var, vae, vae_path, dataset, spec: str):
     """Attach the VQVAE: the one given, a .pth (told the VAR's scales), or the dataset teacher's."""
-    from ..resolve import load_vae_for
-    from ..vae_io import load_vae
-
     if vae is None:
         vae = load_vae(vae_path, patch_nums=var.patch_nums) if vae_path is not None else \
             load_vae_for(None, dataset, spec)
@@ -55,49 +61,32 @@ def _attach(var, vae, vae_path, dataset, spec: str):
 
 def load_model(entry: Entry, vae=None, dataset: str | None = None, vae_path=None) -> Model:
     """Load `entry` in eval mode with the VQVAE attached (the dataset's teacher VQVAE by default)."""
-    from ..resolve import TESTBED_NAMES
-
     spec = entry.spec
     p = Path(spec)
     if spec in TESTBED_NAMES and not p.exists():
-        from ..testbed.teachers import load_teacher
-
         var, _ = load_teacher(spec)
         return Model(entry.label, spec, var, "teacher", spec, {})
     if not p.exists():
         raise VarcompressError(f"{spec}: no such file or directory (expected a testbed name, a model "
                                "directory or a VAR .pth)")
-    if p.is_dir():
-        from ..prune.io import is_pruned_dir, load_pruned
-
-        if is_pruned_dir(p):
-            var, info = load_pruned(p)
-            return Model(entry.label, spec, _attach(var, vae, vae_path, dataset, spec), "pruned", dataset, info)
-        from ..export import is_export_dir, load_export, read_export_config
-
-        if is_export_dir(p):
-            cfg = read_export_config(p)
-            var = _attach(load_export(p), vae, vae_path, dataset, spec)
-            return Model(entry.label, spec, var, cfg["kind"], dataset, {"convert_config": cfg.get("convert_config")})
-        from ..loading import model_dir
-
+    kind = dir_kind(p)
+    if kind == "pruned":
+        var, info = load_pruned(p)
+        return Model(entry.label, spec, _attach(var, vae, vae_path, dataset, spec), "pruned", dataset, info)
+    if kind == "export":
+        cfg = read_export_config(p)
+        var = _attach(load_export(p), vae, vae_path, dataset, spec)
+        return Model(entry.label, spec, var, cfg["kind"], dataset, {"convert_config": cfg.get("convert_config")})
+    if p.is_dir():  # an activated model, or a distill run (its student)
         d = model_dir(p)
-        from ..convert.api import load_activated, read_activated_config
-
         cfg = read_activated_config(d)
         var = _attach(load_activated(d), vae, vae_path, dataset, spec)
         return Model(entry.label, spec, var, "activated", dataset, {"convert_config": cfg.get("convert_config", {})})
-    from ..var_io import load_var
-
     return Model(entry.label, spec, _attach(load_var(p), vae, vae_path, dataset, spec), "dense", dataset, {})
 
 
 def teacher_sha256(spec: str) -> str:
     """sha256 of the dense teacher's VAR file (testbed name or .pth)."""
-    from ..checkpoint import sha256_file
-    from ..resolve import TESTBED_NAMES
-    from ..testbed.teachers import teacher_paths
-
     path = teacher_paths(spec)["var"] if spec in TESTBED_NAMES and not Path(spec).exists() else Path(spec)
     if not Path(path).is_file():
         raise VarcompressError(f"{spec}: no such VAR checkpoint")

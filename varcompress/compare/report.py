@@ -6,10 +6,11 @@ import io
 import re
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
+
+from ..viz import concat_grids_side_by_side, grid_array
 
 CSV_FIELDS = ("method", "kind", "spec", "trained", "train_steps", "train_seeds", "params_total",
               "params_active_per_token", "gflops", "flops_fraction", "flops_reduction", "latency_s", "throughput_img_s",
@@ -108,10 +109,6 @@ def grid_images(images: torch.Tensor, n_per_class: int, num_classes: int, per_cl
 def side_by_side(teacher_imgs: torch.Tensor, imgs: torch.Tensor, nrow: int, titles: tuple[str, str] = ("teacher", ""),
                  upscale: int = 2) -> np.ndarray:
     """Two grids next to each other (teacher left), each under its title."""
-    from PIL import Image, ImageDraw
-
-    from ..viz import concat_grids_side_by_side, grid_array
-
     gap = 12
     grids = [grid_array(teacher_imgs, nrow, upscale=upscale), grid_array(imgs, nrow, upscale=upscale)]
     body = concat_grids_side_by_side(grids, gap=gap)
@@ -125,8 +122,6 @@ def side_by_side(teacher_imgs: torch.Tensor, imgs: torch.Tensor, nrow: int, titl
 
 
 def save_png(arr: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
     Image.fromarray(arr).save(path, format="PNG")
 
 
@@ -160,6 +155,9 @@ def pareto_plot(rows: list[dict], path: Path, name: str, axis: str = "gflops") -
     One colour per row (legend on the right), marker by kind, Pareto front dashed; FID and KL on a
     log axis when they span more than a decade (the teacher's KL of 0 is then left out).
     """
+    import matplotlib  # lazy on purpose: the optional `plot` extra, half a second to import
+    import matplotlib.pyplot as plt
+
     matplotlib.use("Agg")
     have = [(k, lo) for k, lo in PANELS if any(r.get(k) is not None for r in rows)]
     panels = [p for p in have if p[0] in ("fid", "accuracy", "kl")] if any(k == "fid" for k, _ in have) else have

@@ -7,11 +7,12 @@ Public API (the CLI wires these):
     find_ffns(model) -> list[FFNSite], ActivatedVAR (.flops(), .budget(), .record_work()),
     compare_variants(teacher, {name: ConvertConfig}) (benchmarks/convert_variants.py).
 """
-from .activated import ActivatedVAR
-from .api import convert, convert_checkpoint, load_activated, read_activated_config, save_activated
-from .compare import compare_variants
-from .config import ConvertConfig
-from .fx_pass import FFNSite, find_ffns
+from ..activated.config import ConvertConfig
+from ..activated.fx_pass import FFNSite, find_ffns
+from ..activated.model import ActivatedVAR
+from ..formats.activated import load_activated, read_activated_config, save_activated
+from .api import convert, convert_checkpoint
+from .variants import compare_variants
 
 __all__ = ["ActivatedVAR", "ConvertConfig", "FFNSite", "compare_variants", "convert", "convert_checkpoint", "find_ffns",
            "load_activated", "read_activated_config", "save_activated"]

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from ..activated.model import ActivatedVAR
 from ..errors import VarcompressError
 from ..metrics.kl import log_probs, token_kl
-from .activated import ActivatedVAR
 from .calibrate import bar_off
 
 KEEP_LEVELS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)

@@ -1,59 +1,39 @@
-"""Calibration data: drawing teacher token maps and capturing teacher activations block by block.
+"""Calibration data: the teacher's token maps and its activations captured block by block.
 
-Calibration runs teacher forcing on (labels, x) with every sample also given the
-unconditional label (CFG runs both rows at generation time). Hidden states of all
-samples advance block by block, so memory holds one (N, L, C) state plus one block's
-captures, never all blocks' activations at once. A fixed random subset of token
+The maps are drawn by `generate.tokens.draw_token_maps` through the engine (float32, no
+decoder pass; uniformly random labels). Calibration runs teacher forcing on (labels, x) with
+every sample also given the unconditional label (CFG runs both rows at generation time).
+Hidden states of all samples advance block by block, so memory holds one (N, L, C) state plus
+one block's captures, never all blocks' activations at once. A fixed random subset of token
 positions (the same for every block) is captured for fitting.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from ..activated.build import BlockCapture
 from ..errors import VarcompressError
-from ..sampling import OFFICIAL_SAMPLING
+from ..generate.tokens import draw_token_maps
+from ..models.sampler import OFFICIAL_SAMPLING
 
 
-@dataclass
-class BlockCapture:
-    """Teacher activations of one block at the captured tokens (T rows)."""
-    x_in: torch.Tensor        # (T, C) block input
-    x_out: torch.Tensor       # (T, C) block output
-    ffn_in: dict[str, torch.Tensor]  # fc1 qualname -> (T, C) FFN input
-    scale: torch.Tensor       # (T,) scale index of each token
-
-
-@torch.no_grad()
-def draw_calibration(var, n: int, seed: int = 0, cfg: float = OFFICIAL_SAMPLING["cfg"],
+def calibration_data(var, n: int, seed: int = 0, cfg: float = OFFICIAL_SAMPLING["cfg"],
                      top_k: int = OFFICIAL_SAMPLING["top_k"], top_p: float = OFFICIAL_SAMPLING["top_p"],
                      batch: int = 16, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample n token maps with the teacher; return teacher-forcing tensors (labels, x_BLCv_wo_first_l).
-
-    Drawn through the engine in float32 without decoding images (only the tokens are used);
-    the bar counts tokens, so its ETA holds across scales.
-    """
+    """n teacher token maps (labels drawn from a generator seeded `seed`) as teacher-forcing tensors
+    (labels, x_BLCv_wo_first_l) on the model's device, drawn on the engine path; the bar counts tokens,
+    so its ETA holds across scales."""
     if var.vae is None:
         raise VarcompressError("convert needs calibration data: pass calib=(labels, x) or attach a VQVAE to the VAR")
-    from ..engine import Engine  # here, not at the top: the engine imports convert.router (a cycle)
-
+    labels = torch.randint(0, var.num_classes, (n,), generator=torch.Generator().manual_seed(seed))
+    off = bar_off(progress)
+    maps = draw_token_maps(var, labels, seed, cfg, top_k, top_p, batch, path="engine",
+                           progress=None if off is None else not off, desc="convert: drawing calibration")
     dev = var.pos_1LC.device
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, var.num_classes, (n,), generator=g).to(dev)
-    eng = Engine(var, dtype=torch.float32, device=dev)
-    xs = []
-    with tqdm(total=n * var.L, desc="convert: drawing calibration", unit="tok", disable=bar_off(progress)) as bar:
-        for i in range(0, n, batch):
-            lb = labels[i:i + batch]
-            _, idx = eng.generate(lb.shape[0], lb, g_seed=seed + i, cfg=cfg, top_k=top_k, top_p=top_p,
-                                  return_idx=True, decode=False,
-                                  logits_hook=lambda si, logits: bar.update(logits.shape[0] * logits.shape[1]))
-            xs.append(var.vae.idxBl_to_var_input(idx))
-    return labels, torch.cat(xs)
+    return maps.labels.to(dev), maps.x.to(dev)
 
 
 def bar_off(progress: bool) -> bool | None:

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write, remove_stale_temps
+from ..dist import Dist, broadcast_error, dist_session
+from ..durable import atomic_write, remove_stale_temps
 from ..errors import VarcompressError
+from ..formats.activated import save_activated
+from ..generate.tokens import TokenMaps
 from . import report
 from .data import to_var_input
-from .dist import Dist, broadcast_error, dist_session
-from .recipe import dump_recipe, load_recipe, parse_recipe, recipe_hash
+from .recipe import dump_recipe, load_recipe, parse_recipe, read_yaml, recipe_hash
 from .setup import build_student, check_student, load_data, load_teacher_for
 from .trainer import Context, train
 
@@ -71,8 +73,6 @@ def _prepare_out(out: Path, h: str, r: dict, force: bool, resume: bool) -> None:
     elif (out / "result.json").exists():
         raise VarcompressError(f"{out}: holds a finished run (use --force to run it again)")
     elif (out / "recipe.resolved.yaml").exists():
-        from .recipe import read_yaml
-
         old = read_yaml((out / "recipe.resolved.yaml").read_text(), str(out / "recipe.resolved.yaml"))
         if not isinstance(old, dict) or recipe_hash_safe(old) != h:
             raise VarcompressError(f"{out}: holds a run of a different recipe (use --force to start over)")
@@ -112,8 +112,6 @@ def _distill(r: dict, d: Dist, force: bool, resume: bool) -> DistillResult:
     student = build_student(r, t, data, out, d, _on_main)
     maps = None
     if held_out is not None:
-        from ..teacher_tokens import TokenMaps
-
         x = to_var_input(t.vae, t.var.begin_ends, held_out.idx.to(d.device))
         maps = TokenMaps(held_out.labels.to(d.device), held_out.idx, x)
     ctx = Context(r, h, t.var, student, t.vae, data, maps, d, out)
@@ -123,8 +121,6 @@ def _distill(r: dict, d: Dist, force: bool, resume: bool) -> DistillResult:
 
 
 def _finish(ctx: Context, t, summary: dict) -> dict:
-    from ..convert.api import save_activated
-
     out, r = ctx.out, ctx.recipe
     save_activated(ctx.student, out / "student", source_sha256=t.sha256, force=True,
                    source={"checkpoint": str(t.var_path), "testbed": t.dataset},

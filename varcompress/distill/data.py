@@ -19,10 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
+from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write, remove_stale_temps
+from ..checkpoint import read_state_dict
+from ..durable import atomic_write, remove_stale_temps
 from ..errors import VarcompressError
+from ..generate.tokens import balanced_labels, draw_token_maps
 from ..streams import derive_seed
 from ..training.resume import step_generator
 
@@ -66,8 +70,6 @@ class ShardCache:
         return [i for i in range(self.n_shards) if not self.shard_path(i).exists()]
 
     def write_shard(self, i: int, labels: torch.Tensor, idx: torch.Tensor, vocab: int) -> None:
-        from safetensors.torch import save_file
-
         dt = torch.int16 if vocab <= 32767 else torch.int32
         t = {"labels": labels.long().contiguous(), "idx": idx.to(dt).contiguous()}
         atomic_write(self.shard_path(i), lambda tmp: save_file(t, tmp))
@@ -77,8 +79,6 @@ class ShardCache:
         atomic_write(self.dir / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(man, indent=1)))
 
     def load(self) -> TokenSet:
-        from ..checkpoint import read_state_dict
-
         if not self.complete():
             raise VarcompressError(f"{self.dir}: token cache is incomplete")
         parts = [read_state_dict(self.shard_path(i)) for i in range(self.n_shards)]
@@ -101,8 +101,6 @@ def teacher_cache(root, teacher_sha: str, sampling: dict, count: int, seed: int,
 
 def draw_teacher_shards(cache: ShardCache, teacher, sampling: dict, progress: bool = False) -> None:
     """Draw every missing shard with the teacher (class-balanced labels, fixed seeds)."""
-    from ..teacher_tokens import balanced_labels, draw_token_maps
-
     remove_stale_temps(cache.dir)
     labels = balanced_labels(cache.count, teacher.num_classes)
     seed, purpose = cache.fields["seed"], cache.fields.get("purpose", "train")
@@ -149,8 +147,6 @@ def image_cache(root, folder, vae_sha: str, resolution: int, count: int | None, 
 
 def load_image(path: Path, res: int) -> torch.Tensor:
     """(3, res, res) in [0, 1]: shorter side resized to res (bicubic), centre crop."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..convert.router import router_targets, topk_mask
-from ..convert.token_path import scale_scores, scale_spans
+from ..activated.router import router_targets, topk_mask
+from ..activated.token_path import scale_scores, scale_spans
 from ..metrics.kl import log_probs, token_kl
 from .relax import StudentHooks
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
+from ..activated.config import ConvertConfig
 from ..errors import VarcompressError
-from .schema import (REQUIRED, any_of, boolean, choice, fail, integer, list_of, mapping, number, optional,
-                     show, string)
+from .schema import REQUIRED, any_of, boolean, choice, fail, integer, list_of, mapping, number, optional, show, string
 
 GROUPS = ("routers", "selectors", "experts", "attention", "modulation", "embeddings", "head", "all")
 LOSSES = ("kl", "guided", "feature", "balance", "budget", "router", "selector")
@@ -159,8 +159,6 @@ def _field_checker(f):
 
 
 def _convert_fields(v, path):
-    from ..convert.config import ConvertConfig
-
     fields = dataclasses.fields(ConvertConfig)
     v = mapping({f.name: (_field_checker(f), f.default) for f in fields})(v, path)
     try:

@@ -24,9 +24,9 @@ import functools
 
 import torch
 
-from ..convert.experts import ExpertFFN
-from ..convert.gated_block import GatedBlock
-from ..convert.token_path import Carry, keep_mask, scale_scores, scale_spans
+from ..activated.experts import ExpertFFN
+from ..activated.gated_block import GatedBlock
+from ..activated.token_path import Carry, keep_mask, scale_scores, scale_spans
 
 
 class StudentHooks:

@@ -10,6 +10,7 @@ import time
 
 from ..evaluate import EvalProtocol, teacher_metrics, testbed_metrics
 from ..flops import var_flops
+from ..formats.activated import load_activated
 
 
 def protocol(r: dict) -> EvalProtocol:
@@ -26,8 +27,6 @@ def _flops(model) -> dict:
 
 
 def final_report(ctx, t, summary: dict) -> dict:
-    from ..convert.api import load_activated
-
     r, proto = ctx.recipe, protocol(ctx.recipe)
     testbed = t.dataset is not None and r["eval"]["testbed"]
     models = {"distilled": ctx.student}

@@ -12,10 +12,16 @@ from pathlib import Path
 
 import torch
 
+from ..activated.config import ConvertConfig
 from ..checkpoint import sha256_file
+from ..convert.api import convert
 from ..errors import VarcompressError
-from .data import (default_cache_dir, draw_teacher_shards, encode_image_shards, image_cache,
-                   teacher_cache)
+from ..formats.activated import load_activated, read_activated_config, save_activated
+from ..resolve import TESTBED_NAMES, LoadedModel, default_sampling, resolve_model
+from ..testbed.teachers import teacher_paths
+from ..vae_io import load_vae
+from ..var_io import load_var
+from .data import default_cache_dir, draw_teacher_shards, encode_image_shards, image_cache, teacher_cache, to_var_input
 
 
 @dataclass
@@ -30,9 +36,6 @@ class Teacher:
 
 def load_teacher_for(r: dict, device: torch.device) -> Teacher:
     """Load the dense teacher (frozen, eval) and fill the recipe's sampling defaults in place."""
-    from ..resolve import TESTBED_NAMES, LoadedModel, default_sampling, resolve_model
-    from ..testbed.teachers import teacher_paths
-
     spec, vae = r["teacher"]["checkpoint"], r["teacher"]["vae"]
     if Path(spec).is_dir():
         raise VarcompressError(f"teacher.checkpoint: {spec} is a model directory; the teacher must be a dense "
@@ -43,9 +46,6 @@ def load_teacher_for(r: dict, device: torch.device) -> Teacher:
     if testbed:
         m = resolve_model(spec)
     else:  # the VQVAE takes the VAR's scale schedule (it is not stored in the VQVAE file)
-        from ..vae_io import load_vae
-        from ..var_io import load_var
-
         dense = load_var(spec)
         m = LoadedModel(dense.attach_vae(load_vae(vae, patch_nums=dense.patch_nums)), dense.vae, spec, None, "dense")
     var_path = teacher_paths(spec)["var"] if testbed else Path(spec)
@@ -101,9 +101,6 @@ def load_data(r: dict, t: Teacher, d, on_main):
 
 def check_student(r: dict, t: Teacher) -> None:
     """Fail before any output is written: a student spec that cannot fit this teacher."""
-    from ..convert import ConvertConfig
-    from ..convert.api import read_activated_config
-
     if r["student"]["from"] is not None:
         cfg = read_activated_config(r["student"]["from"])
         vc = cfg.get("var_config")
@@ -122,10 +119,6 @@ def check_student(r: dict, t: Teacher) -> None:
 
 def build_student(r: dict, t: Teacher, data, out: Path, d, on_main):
     """The initial student on every rank (converted once on rank 0 and saved to student_init)."""
-    from ..convert import ConvertConfig, convert
-    from ..convert.api import load_activated, save_activated
-    from .data import to_var_input
-
     if r["student"]["from"] is not None:
         student = load_activated(r["student"]["from"], vae=t.vae)  # shape checked by check_student
     else:

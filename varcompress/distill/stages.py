@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..convert.experts import ExpertFFN
-from ..convert.router import Router
+from ..activated.experts import ExpertFFN
+from ..activated.router import Router
 from ..errors import VarcompressError
 from ..models.var_blocks import FFN, SelfAttention
 from .recipe import GROUPS

@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import append_line, atomic_write
+from ..dist import Dist, all_mean
+from ..durable import append_line, atomic_write
 from ..errors import VarcompressError
+from ..metrics.teacher_relative import teacher_forced_agreement
 from ..training.resume import latest_checkpoint, load_latest, save_training_state, step_generator
 from ..training.schedule import set_lr, warmup_cosine
 from .data import TokenSet, global_batch, to_var_input
-from .dist import Dist, all_mean
 from .losses import Objective, needs_teacher_blocks, teacher_targets
 from .relax import StudentHooks
 from .stages import apply_stage
@@ -149,8 +150,6 @@ def _save(ctx: Context, opt, si: int, done: int, seconds: float) -> None:
 
 
 def _evaluate(ctx: Context) -> dict:
-    from ..metrics.teacher_relative import teacher_forced_agreement
-
     ctx.student.eval()
     try:
         m = teacher_forced_agreement(ctx.student, ctx.teacher, ctx.held_out)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write
-from ..sampling import OFFICIAL_SAMPLING
-from .bench_models import Variant
-from .cpu import describe_device, set_malloc
+from ..durable import atomic_write
+from ..models.sampler import OFFICIAL_SAMPLING
+from .bench_models import Variant, build_model, decode_variants, load_students, variants_for
+from .cpu import cpu_supports_bf16, describe_device, set_malloc
 
 PARTS = ("transformer", "sampling", "next_input", "decode")
 
@@ -206,9 +206,6 @@ def run_benchmark(models: list[str], batches: list[int], repeats: int = 3, warmu
                   out_dir: Path | None = None, stem: str = "bench", extras: tuple[str, ...] = (),
                   log=print, students: list[str] | None = None) -> dict:
     """Build every model's variants, measure them interleaved, write JSON + Markdown; returns the data."""
-    from .bench_models import build_model, decode_variants, load_students, variants_for
-    from .cpu import cpu_supports_bf16
-
     dev = torch.device(device)
     if threads:
         torch.set_num_threads(threads)

@@ -8,14 +8,28 @@ several budgets, run by the engine and by their own eager generation.
 """
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from ..activated.config import ConvertConfig
+from ..convert.api import convert
 from ..errors import VarcompressError
 from ..flops import var_flops
-from ..sampling import OFFICIAL_SAMPLING
+from ..models import var as var_module
+from ..models.sampler import OFFICIAL_SAMPLING
+from ..models.var import VARConfig
+from ..models.vqvae import VQVAE, VQVAEConfig
+from ..resolve import TESTBED_NAMES, resolve_model
+from ..testbed.teachers import load_teacher, teacher_spec
+from ..vae_io import build_vae
+from ..var_io import build_var
+from .decode import FastDecoder
+from .engine import Engine
 
 # (name, ConvertConfig kwargs): d16 transformer FLOPs fractions ~0.70, ~0.53, ~0.33
 MODELS = ("d16", "shapes", "digits", "small")  # what build_model builds
@@ -37,19 +51,12 @@ class Variant:
 
 def build_model(name: str, device: torch.device, seed: int = 0):
     """(var with its VQVAE attached, label) for a benchmark model name."""
-    from ..models.var import VARConfig
-    from ..models.vqvae import VQVAEConfig
-    from ..vae_io import build_vae
-    from ..var_io import build_var
-
     torch.manual_seed(seed)
     if name == "d16":
         var, vae = build_var(VARConfig.official(16)), build_vae(VQVAEConfig())
     elif name in ("shapes", "digits"):
-        from ..testbed.teachers import load_teacher
         var, vae = load_teacher(name)
     elif name == "small":
-        from ..testbed.teachers import teacher_spec
         spec = teacher_spec("shapes")
         var, vae = build_var(spec.var), build_vae(spec.vae)
     else:
@@ -62,10 +69,6 @@ def decode_gflops(vae, subpixel: bool = False) -> float:
     """Decoder GFLOPs per image (post_quant_conv + decoder), counted on the meta device; subpixel:
     as the engine's FastDecoder computes it (each upsample conv: 16 instead of 36 multiply-adds per
     input pixel and channel pair)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ..models.vqvae import VQVAE
-
     with torch.device("meta"):
         m = VQVAE(vae.cfg)
     pn = vae.patch_nums[-1]
@@ -89,8 +92,6 @@ def random_calibration(var, n: int, seed: int = 0):
 
 def load_students(model: str, var, specs: list[str], device) -> list[tuple[str, object]]:
     """(label, model) for user models of the testbed teacher `model` (activated / pruned / exported)."""
-    from ..resolve import TESTBED_NAMES, resolve_model
-
     if specs and model not in TESTBED_NAMES:
         raise VarcompressError(f"bench: --student needs a testbed --model ({', '.join(TESTBED_NAMES)}), "
                                f"not {model!r}")
@@ -110,9 +111,6 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
     """extras: "compile" and/or "graphs" add engine variants with torch.compile / CUDA graphs;
     students: (label, model) pairs timed like the budgets (their own eager path and the engine);
     only: build just the variant of that name (a fresh-process worker times one variant)."""
-    from ..convert import ConvertConfig, convert
-    from .engine import Engine
-
     dec, dec_fast = decode_gflops(vae), decode_gflops(vae, subpixel=True)
     dense = var_flops(var.cfg).transformer
     out = []
@@ -178,8 +176,6 @@ def variants_for(model: str, var, vae, device, budgets: list[str], bf16: bool, c
 
 def decode_variants(model: str, vae, device, bf16: bool) -> list[Variant]:
     """The decoder alone on a random f_hat: eager `fhat_to_img` vs FastDecoder layouts and dtypes."""
-    from .decode import FastDecoder
-
     dec, dec_fast, pn, cache = decode_gflops(vae), decode_gflops(vae, subpixel=True), vae.patch_nums[-1], {}
 
     def f_hat(B):
@@ -205,11 +201,6 @@ def eager_profiled(m, autocast: torch.dtype | None = None):
     """(run, timings) for the eager path, timing its sampler, next-scale input and decode calls;
     "transformer" is the rest (blocks, head, guidance, embeddings). autocast: run the whole call
     (decode included) under torch.autocast with that dtype, as the official sampling script does."""
-    import contextlib
-    import time
-
-    from ..models import var as var_module
-
     tm: dict[str, float] = {}
 
     def timed(part, fn):

@@ -14,6 +14,7 @@ so only greedy decoding (top_k=1) reproduces its tokens.
 """
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -64,7 +65,6 @@ class Engine:
         if cuda_graphs and not all(r.graph_safe for r in self.runners):
             raise VarcompressError("engine: cuda_graphs=True needs sync-free expert dispatch (top-k routing with "
                                    "dispatch='grouped', i.e. torch._grouped_mm for this dtype on this GPU)")
-        import copy
         self.quant = copy.deepcopy(var.vae.quantize).to(dev).eval()
         self.patch_nums, self.SN = tuple(var.patch_nums), len(var.patch_nums)
         self.begin_ends, self.first_l = var.begin_ends, var.first_l
@@ -78,7 +78,7 @@ class Engine:
         self.compile, self.compile_mode, self.cuda_graphs = compile, compile_mode, cuda_graphs
         self._fwd = self._scale_forward
         if compile:
-            import torch._dynamo as dynamo
+            import torch._dynamo as dynamo  # lazy on purpose: heavy, needed only with compile
 
             for name in ("recompile_limit", "cache_size_limit"):
                 if hasattr(dynamo.config, name):

@@ -23,10 +23,12 @@ Dynamic-k routing (data-dependent pairs) uses the segment loop.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
-from ..convert.router import expert_pairs
+from ..activated.router import expert_pairs
 from ..errors import VarcompressError
 
 
@@ -88,7 +90,6 @@ class FastExpertFFN:
         self.w1r_t, self.w2r_t = self.w1r.transpose(1, 2), self.w2r.transpose(1, 2)  # (R,C,h), (R,h,C)
         # per-expert views made once: the segment loop runs up to R times per call (indexing costs ~1 us each)
         self.seg_w = [(self.w1r[j], self.b1r[j], self.w2r_t[j], self.mu_r[j].neg()) for j in range(R)]
-        import copy
         self.router = copy.deepcopy(m.router).to(device=device, dtype=dtype).eval()
         self.predicted_norms = m.router.predicted_norms
         if dispatch not in DISPATCHES:

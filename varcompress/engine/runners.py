@@ -13,12 +13,12 @@ import copy
 
 import torch
 
-from ..convert.fx_pass import traced_type
-from ..convert.gated_block import GatedBlock
-from ..convert.token_path import Carry, gather_tokens, keep_indices, merge_scale, scale_scores
+from ..activated.fx_pass import traced_type
+from ..activated.gated_block import GatedBlock
+from ..activated.token_path import Carry, gather_tokens, keep_indices, merge_scale, scale_scores
 from ..errors import VarcompressError
 from ..models.var_blocks import AdaLNSelfAttn, SelfAttention
-from .dense import AttnW, FFNW, block_update
+from .dense import FFNW, AttnW, block_update
 from .experts import FastExpertFFN
 
 

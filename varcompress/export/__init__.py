@@ -5,14 +5,14 @@ import os
 from pathlib import Path
 
 from ..durable import check_output
-from .format import FORMAT, Exportable, check_vae, is_export_dir, load_export, read_export_config, vae_fingerprint, write_export
+from ..errors import VarcompressError
+from ..formats.export import (FORMAT, Exportable, check_vae, is_export_dir, load_export, read_export_config,
+                              vae_fingerprint, write_export)
 from .sources import open_source
 
 
 def export_model(spec: str, out: str | os.PathLike, vae: str | Path | None = None, force: bool = False) -> Path:
     """Export what `spec` names (testbed name, VAR file, activated/pruned/distill/export directory) to `out`."""
-    from ..errors import VarcompressError
-
     out = Path(out)
     check_output(out, force)
     if Path(spec).exists() and out.resolve() == Path(spec).resolve():

@@ -10,15 +10,19 @@ import json
 from pathlib import Path
 
 from ..checkpoint import sha256_file
+from ..distill.recipe import parse_recipe, read_yaml
 from ..errors import VarcompressError
-from ..loading import is_distill_run
-from .format import Exportable, is_export_dir, load_export, read_export_config, vae_fingerprint
+from ..formats.activated import load_activated, read_activated_config
+from ..formats.export import Exportable, load_export, read_export_config, vae_fingerprint
+from ..formats.pruned import load_pruned
+from ..loading import dir_kind
+from ..resolve import TESTBED_NAMES, default_sampling, load_vae_for
+from ..testbed.teachers import load_teacher, teacher_paths
+from ..var_io import load_var
 
 
 def open_source(spec: str, vae_path: str | Path | None = None) -> tuple[Exportable, dict | None]:
     """(what to export, its sampling defaults) for anything `export` accepts."""
-    from ..resolve import TESTBED_NAMES
-
     path = Path(spec)
     if spec in TESTBED_NAMES and not path.exists():
         return _testbed(spec, vae_path)
@@ -26,21 +30,14 @@ def open_source(spec: str, vae_path: str | Path | None = None) -> tuple[Exportab
         raise VarcompressError(f"{spec}: no such file or directory (nor a testbed name: {', '.join(TESTBED_NAMES)})")
     if path.is_file():
         return _dense_file(path, vae_path)
-    if is_export_dir(path):
-        return _export(path, vae_path)
-    if is_distill_run(path):
-        return _distill_run(path, vae_path)
-    if (path / "prune.json").is_file():
-        return _pruned(path, vae_path)
-    if (path / "config.json").is_file():
-        return _activated(path, vae_path)
+    read = {"export": _export, "distill": _distill_run, "pruned": _pruned, "activated": _activated}.get(dir_kind(path))
+    if read is not None:
+        return read(path, vae_path)
     raise VarcompressError(f"{path}: not a model directory (no config.json, prune.json or distill run)")
 
 
 def _vae(vae_path, testbed: str | None, model):
     """The VQVAE to fingerprint: the one given, else the testbed's, else none."""
-    from ..resolve import load_vae_for
-
     if vae_path is None and testbed is None:
         return None
     vae = load_vae_for(vae_path, testbed, "export", model.patch_nums)
@@ -55,14 +52,10 @@ def _finish(ex: Exportable, testbed: str | None, vae_path, sampling: dict | None
         ex.model.attach_vae(None)
     if testbed is not None:
         ex.source.setdefault("testbed", testbed)
-    from ..resolve import default_sampling
-
     return ex, sampling or default_sampling(testbed)
 
 
 def _testbed(name: str, vae_path):
-    from ..testbed.teachers import load_teacher, teacher_paths
-
     var, _ = load_teacher(name)
     f = teacher_paths(name)["var"]
     return _finish(Exportable(var, {"input": "testbed", "checkpoint": f.name, "sha256": sha256_file(f)}),
@@ -70,16 +63,12 @@ def _testbed(name: str, vae_path):
 
 
 def _dense_file(path: Path, vae_path):
-    from ..var_io import load_var
-
     model = load_var(path)
     return _finish(Exportable(model, {"input": "dense", "checkpoint": str(path), "sha256": sha256_file(path)}),
                    None, vae_path, None)
 
 
 def _activated(path: Path, vae_path, recipe: dict | None = None):
-    from ..convert.api import load_activated, read_activated_config
-
     cfg = read_activated_config(path)
     source = dict(cfg.get("source") or {})
     source.update(input="activated", sha256=cfg.get("source_sha256"))
@@ -90,8 +79,6 @@ def _activated(path: Path, vae_path, recipe: dict | None = None):
 
 
 def _pruned(path: Path, vae_path):
-    from ..prune.io import load_pruned
-
     model, info = load_pruned(path)
     source = dict(info.get("source") or {})
     source["input"] = "pruned"
@@ -125,14 +112,10 @@ def _export(path: Path, vae_path):
 
 
 def _read_recipe(path: Path) -> dict:
-    from ..distill.recipe import parse_recipe, read_yaml
-
     return parse_recipe(read_yaml(path.read_text(), str(path)), str(path))
 
 
 def _recipe_testbed(recipe: dict | None) -> str | None:
-    from ..resolve import TESTBED_NAMES
-
     if recipe is None:
         return None
     spec = recipe["teacher"]["checkpoint"]

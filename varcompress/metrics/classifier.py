@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
-from ..checkpoint import atomic_write, check_finite, read_state_dict
+from ..checkpoint import check_finite, read_state_dict
+from ..durable import atomic_write
 from ..errors import VarcompressError
 from ..testbed.datasets import get_dataset, get_spec
 
@@ -125,8 +127,6 @@ def train_classifier(name: str, seed: int = 0, verbose: bool = False) -> tuple[T
 
 def save_classifier(model: TestbedClassifier, info: dict, out_dir: Path = ASSETS) -> Path:
     """Write weights (safetensors) and the info JSON next to each other, atomically."""
-    from safetensors.torch import save_file
-
     name = info["dataset"]
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     path = atomic_write(Path(out_dir) / f"classifier_{name}.safetensors", lambda tmp: save_file(sd, tmp))

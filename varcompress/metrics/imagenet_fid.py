@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write, first_line
+from ..checkpoint import first_line
+from ..durable import atomic_write
 from ..errors import VarcompressError
 from .frechet import feature_stats, frechet_distance
 
@@ -43,6 +44,7 @@ def load_inception(weights: str | Path, device: str = "cpu"):
     if not weights.is_file():
         raise VarcompressError(f"{weights}: Inception weights not found (pt_inception-2015-12-05 weights, a local file)")
     try:
+        # lazy on purpose: torch-fidelity is the optional `fid` extra
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as e:
         raise VarcompressError(f"the ImageNet FID path needs torch-fidelity (pip install torch-fidelity): {e}") from None

@@ -12,9 +12,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..generate.tokens import TokenMaps
 from ..streams import batch_seeds
 from .kl import log_probs, token_kl
-from ..teacher_tokens import TokenMaps
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import VarcompressError
-from ..sampling import sample_top_k_top_p
+from .sampler import sample_top_k_top_p
 from .var_blocks import AdaLNBeforeHead, AdaLNSelfAttn
 
 OFFICIAL_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)

@@ -8,10 +8,10 @@ Public API:
     neuron_scores / select_neurons / prune_neurons / activation_stats (the neuron-pruning pieces).
 See docs/COMPARE.md.
 """
+from ..formats.pruned import is_pruned_dir, load_pruned, read_prune_info, save_pruned
 from .api import PruneResult, model_gflops, prune
 from .config import METHODS, PruneConfig
 from .finetune import FinetuneBudget, budget_from_recipe, finetune, teacher_data
-from .io import is_pruned_dir, load_pruned, read_prune_info, save_pruned
 from .neurons import activation_stats, neuron_scores, prune_neurons, select_neurons
 
 __all__ = ["METHODS", "FinetuneBudget", "PruneConfig", "PruneResult", "activation_stats", "budget_from_recipe",

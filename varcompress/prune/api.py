@@ -16,11 +16,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..compare.models import Entry, load_model, parse_spec, teacher_sha256
+from ..distill.recipe import load_recipe
+from ..durable import check_output
 from ..errors import VarcompressError
 from ..flops import var_flops
-from ..sampling import OFFICIAL_SAMPLING
+from ..formats.pruned import save_pruned
+from ..generate.tokens import balanced_labels, draw_token_maps
+from ..models.sampler import OFFICIAL_SAMPLING
+from ..resolve import default_sampling
 from ..streams import derive_seed
-from .config import PruneConfig
+from .config import ALIASES, PruneConfig, matched_config
+from .finetune import budget_from_recipe, finetune as run_finetune, teacher_data
 from .neurons import _ffns, activation_stats, neuron_scores, prune_neurons, select_neurons
 from .split import build_split
 from .tokens import ffn_hidden_for, set_counts, solve_counts, token_model
@@ -41,8 +48,6 @@ def model_gflops(model) -> float:
 
 def calibration(var, cfg: PruneConfig, sampling: dict | None = None):
     """(labels, x): `cfg.calib_samples` token maps the teacher draws (class-balanced, fixed seeds)."""
-    from ..teacher_tokens import balanced_labels, draw_token_maps
-
     if var.vae is None:
         raise VarcompressError("pruning with calibration needs the VQVAE (load the VAR with vae=...)")
     s = dict(sampling or OFFICIAL_SAMPLING)
@@ -153,13 +158,6 @@ def prune_checkpoint(ckpt: str, method: str, out, *, flops_target: float | None 
     else the official ones. `log(line, err=False)` gets the progress lines (err=True: notes).
     Returns {path, info (the pruning record), finetune (its summary, or None)}.
     """
-    from ..compare.models import Entry, load_model, teacher_sha256
-    from ..durable import check_output
-    from ..resolve import default_sampling
-    from .config import ALIASES, matched_config
-    from .finetune import budget_from_recipe, finetune as run_finetune, teacher_data
-    from .io import save_pruned
-
     log = log or (lambda line, err=False: None)
     check_output(out, force)
     if method in ALIASES:
@@ -185,8 +183,6 @@ def prune_checkpoint(ckpt: str, method: str, out, *, flops_target: float | None 
         f"{i['gflops']:.4f} GFLOPs = {i['fraction']:.4f} of the teacher (target {i['target_fraction']:.4f})")
     summary = None
     if budget is not None:
-        from ..distill.recipe import load_recipe
-
         r_teacher = load_recipe(finetune)["teacher"]["checkpoint"]
         if teacher_sha256(r_teacher) != sha:
             raise VarcompressError(f"--finetune {finetune}: its teacher ({r_teacher}) is not {ckpt}")
@@ -201,8 +197,6 @@ def prune_checkpoint(ckpt: str, method: str, out, *, flops_target: float | None 
 
 def _match_fraction(spec: str, teacher, vae, dataset) -> tuple[float, dict]:
     """FLOPs fraction (of `teacher`) of the model to match, and its convert config (token settings)."""
-    from ..compare.models import load_model, parse_spec
-
     m = load_model(parse_spec(spec), vae=vae, dataset=dataset)
     if m.var.cfg.embed_dim != teacher.cfg.embed_dim or tuple(m.var.patch_nums) != tuple(teacher.patch_nums):
         raise VarcompressError(f"--match {spec}: not a model of the teacher's shape")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..convert.calibrate import with_uncond
 from ..errors import VarcompressError
 from ..models.var import VAR
 from ..var_io import build_var
@@ -48,8 +49,6 @@ class ActivationStats:
 @torch.no_grad()
 def activation_stats(var, labels: torch.Tensor, x: torch.Tensor, batch: int = 8) -> ActivationStats:
     """Teacher-forced pass over (labels, x), each sample also with the unconditional label (CFG rows)."""
-    from ..convert.calibrate import with_uncond
-
     ffns = _ffns(var)
     labels, x = with_uncond(var, labels.long(), x.float())
     sumsq = [torch.zeros(f.fc1.out_features, dtype=torch.float64) for f in ffns]

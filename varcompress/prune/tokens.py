@@ -22,7 +22,8 @@ import itertools
 
 import torch
 
-from ..convert import ConvertConfig, convert
+from ..activated.config import ConvertConfig
+from ..convert.api import convert
 from ..errors import VarcompressError
 from ..flops import ScaleWork, var_flops
 

@@ -23,7 +23,7 @@ TEST_FRACTION = 0.2
 @lru_cache(maxsize=1)
 def _load_all() -> tuple[torch.Tensor, torch.Tensor]:
     """All 1797 digits as ((N,3,32,32) float32 in [0,1], (N,) int64), in sklearn order."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy on purpose: sklearn takes ~1.5 s to import
 
     d = load_digits()
     x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
@@ -34,7 +34,7 @@ def _load_all() -> tuple[torch.Tensor, torch.Tensor]:
 @lru_cache(maxsize=1)
 def _split_indices() -> dict[str, np.ndarray]:
     """Fixed stratified 80/20 split of the indices (same for everyone, forever)."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # lazy on purpose: as above
 
     y = _load_all()[1].numpy()
     tr, te = train_test_split(np.arange(len(y)), test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)

@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 
 from ..evaluate import testbed_evaluator
-from ..generation import per_class_labels
+from ..generate.images import per_class_labels
+from ..generate.tokens import draw_token_maps
 from ..metrics.corruptions import corruption_accuracy
-from ..metrics.testbed_eval import reference_scores
+from ..metrics.testbed import reference_scores
 from ..streams import derive_seed
-from ..teacher_tokens import draw_token_maps
 from ..viz import concat_grids_side_by_side, grid_array, save_grid
 from .datasets import at_most_split, get_dataset
 from .teachers import load_teacher, teacher_card
@@ -66,16 +66,12 @@ def tokenizer_quality(vae, name: str, n: int = 500, seed: int = 0, batch: int = 
             for key, s in sums.items()} | {"n": n}
 
 
-@torch.no_grad()
 def sample_with_tokens(var, labels: torch.Tensor, seed: int, sampling: dict, batch: int = 50,
                        progress: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Teacher samples in [0,1] and their token maps (one tensor per scale); batches of 50 draw with the
-    g_seeds `generation.sample_classes` uses, so `varcompress eval` sees the same images."""
-    maps = draw_token_maps(var, labels, seed=seed, batch=batch, progress=progress, **sampling)
-    idx = list(maps.idx.split([pn * pn for pn in var.vae.patch_nums], dim=1))
-    images = torch.cat([var.vae.idxBl_to_img([t[i:i + batch] for t in idx], last_one=True)
-                        for i in range(0, len(labels), batch)])
-    return (images + 1) / 2, idx
+    g_seeds `generate.images.sample_classes` uses, so `varcompress eval` sees the same images."""
+    maps = draw_token_maps(var, labels, seed=seed, batch=batch, decode=True, progress=progress, **sampling)
+    return maps.images, list(maps.idx.split([pn * pn for pn in var.vae.patch_nums], dim=1))
 
 
 def _spread(rows: list[dict]) -> dict:

@@ -12,6 +12,8 @@ from pathlib import Path
 from ..errors import VarcompressError
 from ..models.var import VARConfig
 from ..models.vqvae import VQVAEConfig
+from ..vae_io import load_vae
+from ..var_io import load_var
 from .datasets import dataset_info
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -73,9 +75,6 @@ def teacher_card(name: str, root: Path | None = None) -> dict:
 
 def load_teacher(name: str, root: Path | None = None):
     """(var, vae) of the shipped teacher for data set `name` ("shapes" or "digits"), eval mode."""
-    from ..vae_io import load_vae
-    from ..var_io import load_var
-
     dataset_info(name)  # validates the name
     paths = teacher_paths(name, root)
     if not paths["var"].exists() or not paths["vae"].exists():

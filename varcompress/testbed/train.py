@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write, save_state_dict
+from ..checkpoint import save_state_dict
+from ..durable import atomic_write
 from ..errors import VarcompressError
 from ..models.init import init_var_weights
 from ..training.resume import checkpoint_step, load_latest, save_training_state, step_generator

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write, check_finite, read_training_state
+from ..checkpoint import check_finite, read_training_state
+from ..durable import atomic_write
 from ..errors import VarcompressError
 
 _PAT = re.compile(r"step_(\d{7})\.pt$")

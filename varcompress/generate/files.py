@@ -1,11 +1,6 @@
-"""Sampling images to look at (PNG grid, per-image PNGs) or to score (the ImageNet FID `.npz`).
-
-Seeding rule: class c's images are drawn in chunks of `batch` (chunk k holds its images
-k*batch ... k*batch + batch - 1), each chunk in one call seeded with
-`g_seed = numpy.random.SeedSequence([seed, c, k]).generate_state(1, numpy.uint64)[0]`.
-An image therefore depends on the model, seed, batch, sampling settings and device, never on
-which other classes are drawn or how many processes share the work: the torchrun `.npz` equals
-the one-process one.
+"""`varcompress generate`: samples written to look at (PNG grid, per-image PNGs) or to score (the ImageNet
+FID `.npz`, classes sharded over torchrun ranks). Images are drawn by the seeding rule of
+`generate.images.iter_images`, so the torchrun `.npz` equals the one-process one.
 """
 from __future__ import annotations
 
@@ -19,42 +14,15 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 from PIL import Image
-from tqdm import tqdm
 
-from .checkpoint import atomic_dir, atomic_write
-from .durable import check_output
-from .distill.dist import Dist
-from .errors import VarcompressError
-from .metrics.imagenet_fid import to_uint8_nhwc
-from .viz import save_grid
-
-SEEDING = "g_seed = numpy.random.SeedSequence([seed, class, image_index // batch]).generate_state(1, numpy.uint64)[0]"
-
-
-def chunk_seed(seed: int, cls: int, chunk: int) -> int:
-    """Seed of chunk `chunk` of class `cls`: a 64-bit hash, so nearby seeds and classes get unrelated streams."""
-    return int(np.random.SeedSequence([seed, cls, chunk]).generate_state(1, np.uint64)[0])
-
-
-@torch.no_grad()
-def iter_images(var, classes, n_per_class: int, *, seed: int = 0, cfg: float = 1.5, top_k: int = 0,
-                top_p: float = 0.0, batch: int = 50, progress: bool = False):
-    """Yield uint8 (b, H, W, 3) chunks, class by class, each drawn by the seeding rule."""
-    dev = var.pos_1LC.device
-    with tqdm(total=len(classes) * n_per_class, desc="sampling", unit="img", disable=not progress) as bar:
-        for c in classes:
-            for k, start in enumerate(range(0, n_per_class, batch)):
-                b = min(batch, n_per_class - start)
-                labels = torch.full((b,), int(c), device=dev)
-                img = var.autoregressive_infer_cfg(b, labels, g_seed=chunk_seed(seed, c, k), cfg=cfg, top_k=top_k,
-                                                   top_p=top_p)
-                bar.update(b)
-                yield to_uint8_nhwc(img)  # rounds like viz.grid_array: grid pixels equal the per-image PNGs
-
-
-def generate_images(var, classes, n_per_class: int, **kw) -> np.ndarray:
-    """n_per_class images of each class, grouped by class: uint8 (N, H, W, 3). See `iter_images`."""
-    return np.concatenate(list(iter_images(var, classes, n_per_class, **kw)))
+from ..dist import Dist
+from ..durable import atomic_dir, atomic_write, check_output
+from ..errors import VarcompressError
+from ..models.sampler import OFFICIAL_SAMPLING
+from ..resolve import default_sampling, resolve_model
+from ..version import __version__
+from ..viz import save_grid
+from .images import SEEDING, generate_images, iter_images
 
 
 def _refuse_existing(out: Path, force: bool) -> None:
@@ -168,15 +136,11 @@ def sample_model(model: str, vae=None, dataset: str | None = None, classes: str 
                  force: bool = False, progress: bool = False, d: Dist | None = None, **given) -> dict:
     """What `varcompress generate` does: resolve `model`, draw `n_per_class` images of each of `classes`
     ('0,3,5-9', default all) and write an FID `.npz` (`npz`; under torchrun every rank calls this with
-    its `d`, `distill.dist.dist_session`) or a samples folder (`out`: grid.png, samples.json, with
+    its `d`, `dist.dist_session`) or a samples folder (`out`: grid.png, samples.json, with
     `per_image` the PNGs). Sampling settings (cfg, top_k, top_p) given as None are the testbed card's,
     else the official ones. Returns what was written:
     {path, classes, n_per_class, n_images, image_size (None for an .npz)}.
     """
-    from . import __version__
-    from .resolve import default_sampling, resolve_model
-    from .sampling import OFFICIAL_SAMPLING
-
     d = d or Dist()
     m = resolve_model(model, vae, dataset)
     if m.var.vae is None:

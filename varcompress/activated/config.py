@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import VarcompressError
-from ..sampling import OFFICIAL_SAMPLING
+from ..models.sampler import OFFICIAL_SAMPLING
 
 CHOICES = {
     "clustering": ("kmeans", "coact", "random"),

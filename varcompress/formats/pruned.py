@@ -14,10 +14,14 @@ import json
 import os
 from pathlib import Path
 
-from .. import __version__
-from ..checkpoint import atomic_dir, read_format_json
+from ..activated.model import ActivatedVAR
+from ..checkpoint import read_format_json, save_state_dict
+from ..durable import atomic_dir
 from ..errors import VarcompressError
-from .split import ScaleSplitVAR
+from ..models.scale_split import ScaleSplitVAR
+from ..var_io import load_var
+from ..version import __version__
+from .activated import load_activated, write_activated_files
 
 FORMAT = "varcompress-pruned"
 FORMAT_VERSION = 1
@@ -32,10 +36,6 @@ def is_pruned_dir(path: str | os.PathLike) -> bool:
 def save_pruned(model, info: dict, out_dir: str | os.PathLike, source: dict | None = None,
                 finetune: dict | None = None, force: bool = False) -> Path:
     """Write DIR (see the module doc); refuse to overwrite an existing DIR unless force."""
-    from ..checkpoint import save_state_dict
-    from ..convert.activated import ActivatedVAR
-    from ..convert.api import write_activated_files
-
     with atomic_dir(out_dir, force) as tmp:
         if isinstance(model, ActivatedVAR):
             write_activated_files(model, tmp, source_sha256=(source or {}).get("sha256"), source=source)
@@ -62,9 +62,6 @@ def read_prune_info(path: str | os.PathLike) -> dict:
 
 def load_pruned(path: str | os.PathLike, vae=None):
     """(model, info): the pruned model in eval mode (VQVAE attached when given)."""
-    from ..convert.api import load_activated
-    from ..var_io import load_var
-
     info = read_prune_info(path)
     d = Path(path)
     if VAR_FILE in info.get("files", []):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-from ..errors import VarcompressError
+from .errors import VarcompressError
 
 
 @dataclass

@@ -12,11 +12,12 @@ import time
 
 import torch
 
+from ..activated.config import ConvertConfig
+from ..flops import var_flops
 from ..metrics.kl import log_probs, token_kl
 from ..streams import derive_seed
 from .api import convert
-from .calibrate import draw_calibration, with_uncond
-from .config import ConvertConfig
+from .calibrate import calibration_data, with_uncond
 
 PRESETS = {
     # component choices at a fixed budget: half the routed experts, keep 0.5 on the last 3 scales
@@ -100,7 +101,6 @@ def evaluate(model, teacher, labels, x, t_logits, gen_labels=None, batch: int = 
 
 
 def teacher_flops(teacher) -> float:
-    from ..flops import var_flops
     return var_flops(teacher.cfg).transformer
 
 
@@ -110,9 +110,9 @@ def compare_variants(teacher, variants: dict[str, ConvertConfig], calib=None, he
                      log=print) -> list[dict]:
     """Convert `teacher` with each variant (same calibration data) and evaluate on held-out data."""
     if calib is None:
-        calib = draw_calibration(teacher, calib_samples, derive_seed(seed, "calibration"))
+        calib = calibration_data(teacher, calib_samples, derive_seed(seed, "calibration"))
     if heldout is None:
-        heldout = draw_calibration(teacher, heldout_samples, derive_seed(seed, "held_out"))
+        heldout = calibration_data(teacher, heldout_samples, derive_seed(seed, "held_out"))
     hl, hx = with_uncond(teacher, *heldout)
     t_logits = torch.cat([teacher(hl[i:i + 8], hx[i:i + 8]) for i in range(0, hl.shape[0], 8)])
     rows = []

@@ -1,4 +1,4 @@
-"""Score generated testbed images against real ones with the shipped classifier.
+"""The testbed metric set: generated testbed images scored against real ones with the shipped classifier.
 
 `TestbedEvaluator(name).evaluate(images, labels)` gives the class-conditional accuracy
 (does the classifier agree with the requested label?), FID on the classifier's 128-d
@@ -119,7 +119,7 @@ def reference_scores(name: str, n: int, seed: int = 0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m varcompress.metrics.testbed_eval",
+    p = argparse.ArgumentParser(prog="python -m varcompress.metrics.testbed",
                                 description="print floor and ceiling scores of a testbed set as JSON")
     p.add_argument("name")
     p.add_argument("--n", type=int, default=800)

@@ -6,12 +6,12 @@ empty skeleton of the same structure is built, which `load_activated` fills from
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .calibrate import BlockCapture
 from .clustering import cluster_neurons
 from .config import ConvertConfig
 from .experts import ExpertFFN
@@ -19,6 +19,15 @@ from .fx_pass import FFNSite, rewrite_block
 from .gated_block import PLAN_ARG, GatedBlock
 from .router import Router, fit_router
 from .selector import TokenSelector, fit_selector
+
+
+@dataclass
+class BlockCapture:
+    """Teacher activations of one block at the captured tokens (T rows)."""
+    x_in: torch.Tensor        # (T, C) block input
+    x_out: torch.Tensor       # (T, C) block output
+    ffn_in: dict[str, torch.Tensor]  # fc1 qualname -> (T, C) FFN input
+    scale: torch.Tensor       # (T,) scale index of each token
 
 
 def _quiet(phase: str) -> None:

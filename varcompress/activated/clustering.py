@@ -39,7 +39,7 @@ def balanced_assign(feats: np.ndarray, centres: np.ndarray, cap: int) -> np.ndar
 
 def balanced_kmeans(feats: np.ndarray, E: int, seed: int, iters: int = 8) -> np.ndarray:
     """Equal-size clusters: sklearn KMeans init, then balanced assignment / centre update rounds."""
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans  # lazy on purpose: sklearn (with scipy) takes ~1.5 s to import
 
     n = feats.shape[0]
     cap = n // E

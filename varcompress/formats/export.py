@@ -21,10 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
-from .. import __version__
-from ..checkpoint import atomic_dir, check_finite, first_line, read_format_json, read_state_dict
+from ..activated.model import ActivatedVAR
+from ..checkpoint import check_finite, first_line, read_format_json, read_state_dict
+from ..durable import atomic_dir
 from ..errors import VarcompressError
+from ..flops import var_flops
+from ..models.var import VARConfig
+from ..var_io import validate_state_dict, var_from_state_dict
+from ..version import __version__
+from .activated import skeleton_for_weights
 
 FORMAT = "varcompress-model"
 FORMAT_VERSION = 1
@@ -49,15 +56,11 @@ def vae_fingerprint(vae) -> str:
 
 
 def _kind(model) -> str:
-    from ..convert.activated import ActivatedVAR
-
     return "activated" if isinstance(model, ActivatedVAR) else "dense"
 
 
 def build_config(ex: Exportable, sampling: dict | None) -> dict:
     """config.json of an export (everything but the tensors)."""
-    from ..flops import var_flops
-
     m, kind = ex.model, _kind(ex.model)
     cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "varcompress_version": __version__,
            "kind": kind, "var_config": m.cfg.to_dict(), "convert_config": None, "experts": None,
@@ -91,8 +94,6 @@ def _param_path(blk, module) -> str:
 def write_export(ex: Exportable, out: str | os.PathLike, sampling: dict | None = None,
                  force: bool = False) -> Path:
     """Write DIR atomically (temporary directory + rename); refuse to overwrite unless force."""
-    from safetensors.torch import save_file
-
     sd = {k: v.detach().cpu().contiguous().clone() for k, v in ex.model.state_dict().items()}
     check_finite(sd, "model", masks=("attn_bias_for_masking",))
     config = build_config(ex, sampling)
@@ -124,10 +125,6 @@ def read_export_config(path: str | os.PathLike) -> dict:
 
 def load_export(path: str | os.PathLike, vae=None):
     """Rebuild an exported model exactly, in eval mode; a VQVAE it was not made with is refused."""
-    from ..convert.api import skeleton_for_weights
-    from ..models.var import VARConfig
-    from ..var_io import validate_state_dict, var_from_state_dict
-
     d = Path(path)
     cfg = read_export_config(d)
     what = str(d / "model.safetensors")

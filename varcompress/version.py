@@ -1,0 +1,2 @@
+"""The version of varcompress (read by setuptools and written into every model card)."""
+__version__ = "0.1.0"
