@@ -22,7 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import VarcompressError
+from ..errors import VarcompressError, from_known_fields
 from ..models.sampler import OFFICIAL_SAMPLING
 
 CHOICES = {
@@ -153,11 +153,7 @@ class ConvertConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ConvertConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise VarcompressError(f"convert config: unknown field(s) {', '.join(unknown)}")
-        return cls(**d)
+        return from_known_fields(cls, d, "convert config")
 
     def replace(self, **kw) -> "ConvertConfig":
         return dataclasses.replace(self, **kw)

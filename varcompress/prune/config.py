@@ -27,7 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import VarcompressError
+from ..errors import VarcompressError, from_known_fields
 
 METHODS = ("magnitude", "wanda", "residual-tokens", "both", "fastvar", "fastvar-wanda", "split")
 ALIASES = {"tokens": "residual-tokens"}  # deprecated names -> current ones
@@ -132,11 +132,7 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PruneConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise VarcompressError(f"prune config: unknown field(s) {', '.join(unknown)}")
-        return cls(**d)
+        return from_known_fields(cls, d, "prune config")
 
 
 def matched_config(method: str, flops_target: float, matched: dict | None = None, **options) -> PruneConfig:
