@@ -73,3 +73,24 @@ def test_train_teacher_on_a_given_tokenizer(tmp_path):
     other = dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, vocab_size=32))
     with pytest.raises(VarcompressError, match="architecture"):
         train_teacher("digits", out_dir=tmp_path / "c", spec=other, progress=False, tokenizer=first["vae"])
+
+
+def test_train_teacher_continues_from_a_trained_var(tmp_path):
+    spec = teacher_spec("digits")
+    spec = dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, vocab_size=16), vae_steps=2, vae_batch=2,
+                               var=dataclasses.replace(spec.var, depth=1, embed_dim=32, vocab_size=16),
+                               var_steps=2, var_batch=2)
+    first = train_teacher("digits", out_dir=tmp_path / "a", spec=spec, progress=False)
+    start = read_training_state(first["var"])
+    frozen = train_teacher("digits", out_dir=tmp_path / "b", spec=spec, progress=False, tokenizer=first["vae"],
+                           var_init=first["var"], var_lr=0.0)   # lr 0: the continuation starts at `first`
+    assert all(torch.equal(start[k], v) for k, v in read_training_state(frozen["var"]).items())
+    card = teacher_card("digits", tmp_path / "b")
+    assert card["continued_from"]["var_steps"] == 2 and card["var_lr"] == 0.0
+    moved = train_teacher("digits", out_dir=tmp_path / "c", spec=spec, progress=False, tokenizer=first["vae"],
+                          var_init=first["var"])
+    assert not all(torch.equal(start[k], v) for k, v in read_training_state(moved["var"]).items())
+    wider = dataclasses.replace(spec, var=dataclasses.replace(spec.var, embed_dim=64))
+    with pytest.raises(VarcompressError, match="architecture"):
+        train_teacher("digits", out_dir=tmp_path / "d", spec=wider, progress=False, tokenizer=first["vae"],
+                      var_init=first["var"])

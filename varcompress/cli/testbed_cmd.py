@@ -30,6 +30,9 @@ def train(
     threads: int = typer.Option(1, help="torch threads (1 is fastest on a shared 2-core machine)."),
     tokenizer: Optional[Path] = typer.Option(None, help="Train only the VAR, on this trained VQVAE (e.g. the "
                                              "shipped NAME_vae.pth) instead of training a tokenizer."),
+    var_init: Optional[Path] = typer.Option(None, help="Continue from this trained VAR (fresh optimizer, a new "
+                                            "warmup-cosine schedule of --var-steps): a longer schedule."),
+    var_lr: float = typer.Option(2e-3, help="The VAR's peak learning rate."),
 ):
     """Train the tokenizer and the VAR teacher for a data set (resumes if interrupted)."""
     dataset_info(name)
@@ -39,7 +42,8 @@ def train(
         spec = dataclasses.replace(spec, vae_steps=vae_steps)
     if var_steps is not None:
         spec = dataclasses.replace(spec, var_steps=var_steps)
-    paths = train_teacher(name, out_dir=out, seed=seed, spec=spec, tokenizer=tokenizer)
+    paths = train_teacher(name, out_dir=out, seed=seed, spec=spec, tokenizer=tokenizer, var_init=var_init,
+                          var_lr=var_lr)
     for k, p in paths.items():
         typer.echo(f"{k:>5}: {p}")
 

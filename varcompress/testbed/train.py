@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..checkpoint import save_state_dict
+from ..checkpoint import first_line, read_state_dict, save_state_dict
 from ..durable import atomic_write
 from ..errors import VarcompressError
 from ..models.init import init_var_weights
@@ -90,14 +90,22 @@ def encode_dataset(vae, images: torch.Tensor, batch: int = 256):
 
 
 def train_var(name: str, spec: TeacherSpec, vae, run_dir: Path, seed: int = 0, lr: float = 2e-3,
-              cond_drop: float = 0.1, ckpt_every: int = 200, progress: bool = True):
-    """Train the VAR by teacher forcing on the VQVAE's tokens (class dropout for CFG)."""
+              cond_drop: float = 0.1, ckpt_every: int = 200, progress: bool = True, init: Path | None = None):
+    """Train the VAR by teacher forcing on the VQVAE's tokens (class dropout for CFG).
+
+    `init`: a trained VAR checkpoint of this spec to continue from (fresh optimizer, its own
+    warmup-cosine schedule of `spec.var_steps`): a longer schedule without retraining."""
     images, labels = get_dataset(name, "train", n=POOL[name], seed=seed)
     x_all, t_all = encode_dataset(vae, images)
     torch.set_flush_denormal(True)  # as in train_tokenizer
     torch.manual_seed(seed)
     var = build_var(spec.var)
     init_var_weights(var)
+    if init is not None:
+        try:
+            var.load_state_dict(read_state_dict(init, mmap=False))
+        except RuntimeError as e:
+            raise VarcompressError(f"{init}: not a VAR of the {name} teacher's architecture ({first_line(e)})")
     var.train()
     decay = [p for n, p in var.named_parameters() if p.ndim >= 2 and "pos_" not in n and "emb" not in n]
     other = [p for n, p in var.named_parameters() if not (p.ndim >= 2 and "pos_" not in n and "emb" not in n)]
@@ -157,11 +165,13 @@ def run_seconds(run_dir: Path) -> float:
 
 def train_teacher(name: str, out_dir: Path | None = None, seed: int = 0, progress: bool = True,
                   spec: TeacherSpec | None = None, work_dir: Path | None = None,
-                  tokenizer: Path | None = None) -> dict[str, Path]:
+                  tokenizer: Path | None = None, var_init: Path | None = None,
+                  var_lr: float = 2e-3) -> dict[str, Path]:
     """Train tokenizer and VAR for data set `name`; write `{name}_vae.pth`, `{name}_var.pth` and a card.
 
     `tokenizer`: an already trained VQVAE of this spec (e.g. the shipped one) to train the VAR on,
-    instead of training one."""
+    instead of training one. `var_init`: a trained VAR to continue from (see `train_var`); the card
+    keeps the card found next to it as `continued_from`, so the whole schedule stays on record."""
     spec = spec or teacher_spec(name)
     paths = teacher_paths(name, out_dir)
     work = Path(work_dir) if work_dir else paths["var"].parent / f".train_{name}"
@@ -175,7 +185,11 @@ def train_teacher(name: str, out_dir: Path | None = None, seed: int = 0, progres
         vae_seconds = run_seconds(work / "vae")
     if Path(tokenizer or "").resolve() != paths["vae"].resolve():
         save_state_dict(vae.state_dict(), paths["vae"])
-    var = train_var(name, spec, vae.eval(), work / "var", seed=seed, progress=progress)
+    previous = None
+    if var_init is not None:
+        card_path = Path(var_init).with_name(f"{name}_teacher.json")
+        previous = json.loads(card_path.read_text()) if card_path.exists() else {"checkpoint": str(var_init)}
+    var = train_var(name, spec, vae.eval(), work / "var", seed=seed, lr=var_lr, progress=progress, init=var_init)
     save_state_dict(var.state_dict(), paths["var"])
     card = {"dataset": name, "seed": seed, "vae": spec.vae.to_dict(), "var": spec.var.to_dict(),
             "vae_steps": spec.vae_steps, "var_steps": spec.var_steps,
@@ -184,5 +198,8 @@ def train_teacher(name: str, out_dir: Path | None = None, seed: int = 0, progres
             "torch_threads": torch.get_num_threads()}
     if tokenizer is not None:
         card["tokenizer_from"] = str(tokenizer)
+    if previous is not None:
+        card["var_lr"] = var_lr
+        card["continued_from"] = previous
     atomic_write(paths["card"], lambda tmp: Path(tmp).write_text(json.dumps(card, indent=1)))
     return paths
