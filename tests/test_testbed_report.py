@@ -58,4 +58,5 @@ def test_cli_report_writes_its_folder_and_refuses_bad_input(tmp_path, capsys):
     assert "exists" in err and "--seeds" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
     assert main(["testbed", "info", "digits"]) == 0
-    assert "classes: 0, 1, 2" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "classes: 0, 1, 2" in printed and "trained 1200 steps x 48" in printed

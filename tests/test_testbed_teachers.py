@@ -10,7 +10,7 @@ from varcompress import VarcompressError
 from varcompress.evaluate import EvalProtocol
 from varcompress.evaluate import testbed_metrics as sample_and_score
 from varcompress.testbed import dataset_info
-from varcompress.testbed.teachers import load_teacher, teacher_card, teacher_paths, teacher_spec
+from varcompress.testbed.teachers import load_teacher, teacher_card, teacher_paths, teacher_spec, var_stages
 from varcompress.checkpoint import read_training_state
 from varcompress.testbed.train import run_seconds, train_teacher, train_tokenizer
 
@@ -87,6 +87,7 @@ def test_train_teacher_continues_from_a_trained_var(tmp_path):
     assert all(torch.equal(start[k], v) for k, v in read_training_state(frozen["var"]).items())
     card = teacher_card("digits", tmp_path / "b")
     assert card["continued_from"]["var_steps"] == 2 and card["var_lr"] == 0.0
+    assert [n for n, _ in var_stages(card)] == [2, 2] and var_stages(card)[1][1] >= 0
     moved = train_teacher("digits", out_dir=tmp_path / "c", spec=spec, progress=False, tokenizer=first["vae"],
                           var_init=first["var"])
     assert not all(torch.equal(start[k], v) for k, v in read_training_state(moved["var"]).items())

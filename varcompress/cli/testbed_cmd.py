@@ -12,7 +12,7 @@ from ..durable import atomic_dir, check_output
 from ..errors import VarcompressError
 from ..testbed.datasets import DATASETS, dataset_info
 from ..testbed.report import teacher_report, write_report
-from ..testbed.teachers import teacher_card, teacher_paths, teacher_spec
+from ..testbed.teachers import teacher_card, teacher_paths, teacher_spec, var_stages
 from ..testbed.train import train_teacher
 from .app import app
 
@@ -62,14 +62,20 @@ def info(name: Optional[str] = typer.Argument(None, help="One data set (default:
             typer.echo(f"  {d['description']}")
             typer.echo(f"  classes: {', '.join(d['class_names'])}")
             if card:
-                var = card["var"]
+                var, stages = card["var"], var_stages(card)
+                steps = " + ".join(str(n) for n, _ in stages)
+                seconds = " + ".join(_seconds(t) for _, t in stages)
                 typer.echo(f"  VAR: depth {var['depth']}, width {var['embed_dim']}, {var['num_heads']} heads, "
-                           f"vocab {var['vocab_size']}; trained {card['var_steps']} steps x {card['var_batch']} "
-                           f"({card['train_seconds']['var']} s); tokenizer {card['vae_steps']} steps "
-                           f"({card['train_seconds']['vae']} s)")
+                           f"vocab {var['vocab_size']}; trained {steps} steps x {card['var_batch']} "
+                           f"({seconds} s); tokenizer {card['vae_steps']} steps "
+                           f"({_seconds(card['train_seconds']['vae'])} s)")
                 for key in ("metrics", "sampling_note"):
                     if key in card:
                         typer.echo(f"  {key}: {card[key]}")
+
+
+def _seconds(t: int | None) -> str:
+    return "?" if t is None else str(t)  # None: not recorded (e.g. a tokenizer given, not trained)
 
 
 @testbed_app.command("report")

@@ -73,6 +73,16 @@ def teacher_card(name: str, root: Path | None = None) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def var_stages(card: dict) -> list[tuple[int, int | None]]:
+    """(steps, training seconds) of each stage of a VAR's schedule, oldest first: a continued
+    run's card keeps the card it continued from (`testbed train --var-init`)."""
+    stages = []
+    while card and "var_steps" in card:
+        stages.insert(0, (card["var_steps"], card.get("train_seconds", {}).get("var")))
+        card = card.get("continued_from")
+    return stages
+
+
 def load_teacher(name: str, root: Path | None = None):
     """(var, vae) of the shipped teacher for data set `name` ("shapes" or "digits"), eval mode."""
     dataset_info(name)  # validates the name
