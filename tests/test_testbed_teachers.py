@@ -58,11 +58,15 @@ def test_training_seconds_add_up_over_resumes_and_the_last_step_is_saved(tmp_pat
     assert last["seconds"] > state["seconds"] > 0
 
 
-def test_train_teacher_on_a_given_tokenizer(tmp_path):
+def _tiny_digits_spec():
     spec = teacher_spec("digits")
-    spec = dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, vocab_size=16), vae_steps=2, vae_batch=2,
+    return dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, vocab_size=16), vae_steps=2, vae_batch=2,
                                var=dataclasses.replace(spec.var, depth=1, embed_dim=32, vocab_size=16),
                                var_steps=2, var_batch=2)
+
+
+def test_train_teacher_on_a_given_tokenizer(tmp_path):
+    spec = _tiny_digits_spec()
     first = train_teacher("digits", out_dir=tmp_path / "a", spec=spec, progress=False)
     paths = train_teacher("digits", out_dir=tmp_path / "b", spec=spec, progress=False, tokenizer=first["vae"])
     card = teacher_card("digits", tmp_path / "b")
@@ -76,10 +80,7 @@ def test_train_teacher_on_a_given_tokenizer(tmp_path):
 
 
 def test_train_teacher_continues_from_a_trained_var(tmp_path):
-    spec = teacher_spec("digits")
-    spec = dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, vocab_size=16), vae_steps=2, vae_batch=2,
-                               var=dataclasses.replace(spec.var, depth=1, embed_dim=32, vocab_size=16),
-                               var_steps=2, var_batch=2)
+    spec = _tiny_digits_spec()
     first = train_teacher("digits", out_dir=tmp_path / "a", spec=spec, progress=False)
     start = read_training_state(first["var"])
     frozen = train_teacher("digits", out_dir=tmp_path / "b", spec=spec, progress=False, tokenizer=first["vae"],

@@ -22,7 +22,7 @@ from ..training.schedule import set_lr, warmup_cosine
 from ..vae_io import build_vae, load_vae
 from ..var_io import build_var
 from .datasets import get_dataset
-from .teachers import TeacherSpec, teacher_paths, teacher_spec
+from .teachers import TeacherSpec, teacher_card, teacher_paths, teacher_spec
 
 POOL = {"shapes": 20000, "scenes": 20000, "digits": None}  # training images held in memory (None: the whole split)
 
@@ -187,8 +187,7 @@ def train_teacher(name: str, out_dir: Path | None = None, seed: int = 0, progres
         save_state_dict(vae.state_dict(), paths["vae"])
     previous = None
     if var_init is not None:
-        card_path = Path(var_init).with_name(f"{name}_teacher.json")
-        previous = json.loads(card_path.read_text()) if card_path.exists() else {"checkpoint": str(var_init)}
+        previous = teacher_card(name, Path(var_init).parent) or {"checkpoint": str(var_init)}
     var = train_var(name, spec, vae.eval(), work / "var", seed=seed, lr=var_lr, progress=progress, init=var_init)
     save_state_dict(var.state_dict(), paths["var"])
     card = {"dataset": name, "seed": seed, "vae": spec.vae.to_dict(), "var": spec.var.to_dict(),
