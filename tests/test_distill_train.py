@@ -43,6 +43,8 @@ def test_stage1_changes_only_routers_and_selectors(tiny_teacher, tmp_path):
 def test_distill_reduces_kl_and_writes_outputs(tiny_teacher, tmp_path):
     out = tmp_path / "run"
     r = tiny_recipe(tiny_teacher, out, tmp_path / "cache", steps=(6, 10), eval_every=8)
+    out.mkdir()  # a run of another recipe that failed before any work: nothing to lose, taken over
+    (out / "recipe.resolved.yaml").write_text("description: another recipe\n")
     res = distill(r).result
     m = res["models"]
     assert m["distilled"]["teacher_relative"]["kl"] < 0.8 * m["converted"]["teacher_relative"]["kl"]

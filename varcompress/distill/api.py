@@ -72,7 +72,8 @@ def _prepare_out(out: Path, h: str, r: dict, force: bool, resume: bool) -> None:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     elif (out / "result.json").exists():
         raise VarcompressError(f"{out}: holds a finished run (use --force to run it again)")
-    elif (out / "recipe.resolved.yaml").exists():
+    elif (out / "recipe.resolved.yaml").exists() and any((out / name).exists() for name in OUTPUTS[1:]):
+        # (a run that failed before writing anything but its recipe has nothing to lose: taken over)
         old = read_yaml((out / "recipe.resolved.yaml").read_text(), str(out / "recipe.resolved.yaml"))
         if not isinstance(old, dict) or recipe_hash_safe(old) != h:
             raise VarcompressError(f"{out}: holds a run of a different recipe (use --force to start over)")
