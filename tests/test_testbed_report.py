@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from varcompress.cli import main
 from varcompress.metrics.corruptions import blur, channel_shuffle, corruption_accuracy, grey
 from varcompress.testbed import load_teacher
-from varcompress.testbed.report import report_markdown, sample_with_tokens, teacher_report
+from varcompress.testbed.report import redraw_last_scale, report_markdown, sample_with_tokens, teacher_report
 
 
 def test_corruptions_remove_what_they_say():
@@ -31,6 +32,19 @@ def test_samples_with_tokens_decode_to_the_sampled_images():
     assert [t.shape[1] for t in idx] == [p * p for p in vae.patch_nums]
 
 
+def test_last_scale_redraw_is_the_samplers_last_scale_given_its_earlier_scales():
+    """Teacher forcing + the sampler's CFG at the last scale = cached generation's last scale (greedy draws)."""
+    var, _ = load_teacher("digits")
+    labels = torch.arange(10)
+    greedy = dict(cfg=1.5, top_k=1, top_p=0.0)
+    _, idx = sample_with_tokens(var, labels, seed=5, sampling=greedy)
+    redrawn = redraw_last_scale(var, idx, labels, greedy, seed=0)
+    assert redrawn.shape == idx[-1].shape
+    assert (redrawn == idx[-1]).float().mean() > 0.99          # float ties aside, the same tokens
+    sampled = redraw_last_scale(var, idx, labels, dict(greedy, top_k=0), seed=0)
+    assert 0.2 < (sampled == idx[-1]).float().mean() < 1.0      # full-distribution draws: close, not equal
+
+
 def test_report_seeds_differ_and_later_scales_carry_detail():
     r, pictures = teacher_report("digits", n_per_class=2, seeds=(0, 1), n_real=40, progress=False)
     a, b = r["teacher"]["per_seed"]
@@ -40,9 +54,14 @@ def test_report_seeds_differ_and_later_scales_carry_detail():
     assert tok["all"]["psnr_db"] > tok["without_last"]["psnr_db"] > tok["without_last_two"]["psnr_db"]
     assert tok["all"]["saturation_ratio"] is None                    # digits are grey
     assert set(r["scale_ablation"]) == {"teacher", "real"}
+    assert 0 <= r["scale_ablation"]["real"]["last_scale_redrawn"]["accuracy"] <= 1
+    pc = r["per_class_accuracy"]
+    assert len(pc["teacher"]) == len(pc["real_last_scale_redrawn"]) == len(r["class_names"]) == 10
+    assert sum(pc["teacher"]) / 10 == pytest.approx(r["teacher"]["accuracy"]["mean"])   # balanced classes
     assert pictures["samples"].shape == (20, 3, 32, 32)
     md = report_markdown(r)
     assert "floor (real vs real)" in md and "without last two" in md and "grey" in md
+    assert "last scale redrawn" in md and "| 7 |" in md                  # per-class rows by class name
 
 
 def test_cli_report_writes_its_folder_and_refuses_bad_input(tmp_path, capsys):

@@ -10,7 +10,11 @@
 - the last-scale ablation: the same teacher samples decoded without their last one or two
   scales (the tokenizer's cumulative map of the earlier scales, upsampled), on the
   teacher's samples and on real images. If quality barely moves, the set is too coarse
-  for token sparsity to be measured on it.
+  for token sparsity to be measured on it;
+- the last scale redrawn: real images' true tokens for every earlier scale, the last one
+  drawn by the teacher (teacher forcing, card sampling). It isolates how well the teacher
+  draws the last scale token by token (it located the v1 scenes checks failure);
+- accuracy per class, so a miss can be traced to the classes that carry it.
 """
 from __future__ import annotations
 
@@ -24,11 +28,13 @@ from PIL import Image
 from ..evaluate import testbed_evaluator
 from ..generate.images import per_class_labels
 from ..generate.tokens import draw_token_maps
+from ..metrics.classifier import embed
 from ..metrics.corruptions import corruption_accuracy
 from ..metrics.testbed import reference_scores
+from ..models.sampler import sample_top_k_top_p
 from ..streams import derive_seed
 from ..viz import concat_grids_side_by_side, grid_array, save_grid
-from .datasets import at_most_split, get_dataset
+from .datasets import at_most_split, get_dataset, get_spec
 from .teachers import load_teacher, teacher_card
 
 
@@ -81,13 +87,48 @@ def _spread(rows: list[dict]) -> dict:
                 "values": [r[k] for r in rows]} for k in keys}
 
 
+REDRAW_INDEX = 1 << 19   # in the report seed's sampling stream, far above its batch offsets (n < 2**19)
+
+
+def _tokens(vae, images: torch.Tensor, batch: int = 100) -> list[torch.Tensor]:
+    """Token maps (one (N, pn*pn) tensor per scale) of images in [0,1]."""
+    return [torch.cat(p) for p in zip(*(vae.img_to_idxBl(images[i:i + batch] * 2 - 1)
+                                        for i in range(0, len(images), batch)))]
+
+
 @torch.no_grad()
-def scale_ablation(vae, evaluator, labels: torch.Tensor, idx: list[torch.Tensor], real: torch.Tensor,
+def redraw_last_scale(var, idx: list[torch.Tensor], labels: torch.Tensor, sampling: dict, seed: int,
+                      batch: int = 50) -> torch.Tensor:
+    """The last scale's tokens (N, pn*pn) drawn by the teacher from the given tokens of every earlier
+    scale: teacher forcing, then the sampler's CFG (its ramp cfg * si / (S - 1) is cfg at the last
+    scale) and top-k / top-p."""
+    vae, n_last, cfg = var.vae, idx[-1].shape[1], sampling["cfg"]
+    rng = torch.Generator().manual_seed(derive_seed(seed, "sampling", REDRAW_INDEX))
+    out = []
+    for i in range(0, len(labels), batch):
+        x, lab = vae.idxBl_to_var_input([t[i:i + batch] for t in idx]), labels[i:i + batch]
+        cond = var(lab, x)[:, -n_last:]
+        uncond = var(torch.full_like(lab, var.num_classes), x)[:, -n_last:]
+        out.append(sample_top_k_top_p((1 + cfg) * cond - cfg * uncond, sampling["top_k"], sampling["top_p"], rng))
+    return torch.cat(out)
+
+
+def _decode(vae, idx: list[torch.Tensor], batch: int = 100) -> torch.Tensor:
+    return torch.cat([(vae.idxBl_to_img([t[i:i + batch] for t in idx], last_one=True) + 1) / 2
+                      for i in range(0, len(idx[0]), batch)]).clamp(0, 1)
+
+
+def class_hits(evaluator, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(num_classes,) count of images of each class that the classifier reads as their label."""
+    hit = embed(evaluator.model, images)[1].argmax(1) == labels
+    return torch.bincount(labels[hit], minlength=evaluator.num_classes)
+
+
+@torch.no_grad()
+def scale_ablation(vae, evaluator, labels: torch.Tensor, idx: list[torch.Tensor], real_idx: list[torch.Tensor],
                    real_labels: torch.Tensor, batch: int = 100) -> tuple[dict, dict]:
     """Metrics of the teacher's samples (and of real images' tokens) decoded with all scales and
     without the last one / two; also returns the decoded images for a picture."""
-    real_idx = [torch.cat(p) for p in zip(*(vae.img_to_idxBl(real[i:i + batch] * 2 - 1)
-                                            for i in range(0, len(real), batch)))]
     out, pictures = {}, {}
     for source, tokens, lab in (("teacher", idx, labels), ("real", real_idx, real_labels)):
         decoded = {"all": [], "without_last": [], "without_last_two": []}
@@ -109,17 +150,25 @@ def teacher_report(name: str, n_per_class: int = 50, seeds: tuple[int, ...] = (0
     labels = per_class_labels(var.num_classes, n_per_class)
     n = len(labels)
     evaluator = testbed_evaluator(name, n, 0)   # one fixed real reference for every row
-    runs, first = [], None
+    runs, first, hits = [], None, torch.zeros(var.num_classes, dtype=torch.long)
     for s in seeds:
         images, idx = sample_with_tokens(var, labels, derive_seed(s, "sampling"), sampling, progress=progress)
         runs.append(evaluator.evaluate(images, labels))
+        hits += class_hits(evaluator, images, labels)
         if first is None:
             first = (images, idx)
     real, real_labels = get_dataset(name, "test", n=n, seed=1)   # unlimited sets: other images than the reference
-    ablation, pictures = scale_ablation(vae, evaluator, labels, first[1], real, real_labels)
+    real_idx = _tokens(vae, real)
+    ablation, pictures = scale_ablation(vae, evaluator, labels, first[1], real_idx, real_labels)
+    redrawn = _decode(vae, real_idx[:-1] + [redraw_last_scale(var, real_idx, real_labels, sampling, seeds[0])])
+    ablation["real"]["last_scale_redrawn"] = evaluator.evaluate(redrawn, real_labels)
+    per_class = {"teacher": (hits / (n_per_class * len(seeds))).tolist(),
+                 "real_last_scale_redrawn": (class_hits(evaluator, redrawn, real_labels) /
+                                             torch.bincount(real_labels, minlength=var.num_classes).clamp_min(1)).tolist()}
     report = {
         "dataset": name, "sampling": sampling, "n_per_class": n_per_class, "n": n, "seeds": list(seeds),
         "teacher": {"per_seed": runs, **_spread(runs)},
+        "class_names": list(get_spec(name).class_names), "per_class_accuracy": per_class,
         "reference": reference_scores(name, n),
         "classifier_corruptions": corruption_accuracy(name, n=n_real),
         "tokenizer": tokenizer_quality(vae, name, n=n_real),
@@ -150,6 +199,12 @@ def report_markdown(r: dict) -> str:
     for source, rows in r["scale_ablation"].items():
         for key, m in rows.items():
             lines.append(_row(f"{source} | {key.replace('_', ' ')}", m))
+    pc = r["per_class_accuracy"]
+    lines += ["", f"Accuracy per class: the teacher's samples (all {len(r['seeds'])} seeds) and real images whose "
+              "last scale the teacher redrew from their true earlier tokens:", "",
+              "| class | teacher | real, last scale redrawn |", "|---|---|---|"]
+    lines += [f"| {c} | {a:.3f} | {b:.3f} |" for c, a, b in zip(r["class_names"], pc["teacher"],
+                                                                  pc["real_last_scale_redrawn"])]
     tok = r["tokenizer"]
     lines += ["", f"Tokenizer on {tok['n']} held-out real images:", "",
               "| scales | PSNR (dB) | colour error (0-255, 8x8 pooled) | saturation kept |", "|---|---|---|---|"]

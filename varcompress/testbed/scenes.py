@@ -6,8 +6,10 @@ carries the class's texture (horizontal stripes, vertical stripes, checks, dots,
 plain) in two shades of one hue drawn from the class's colour family (warm: red to
 yellow; cool: cyan to blue). So a class is (texture, colour family): greying an image
 removes half of what defines it, blurring removes the other half, and a colour-channel
-shuffle turns warm into cool. Texture periods are 6-10 px, so at the official geometry
-(16x16 tokens at 4x) the textures live in the last scales.
+shuffle turns warm into cool. Stripe and dot periods are 6-10 px, so at the official
+geometry (16x16 tokens at 4x) they live in the last scales; check cells are 6-10 px (period
+12-20 px), resolvable from the 10x10 scale on: with 3-5 px cells the teacher's last scale,
+sampled token by token, could not keep the checker's phase (docs/TESTBED.md, "scenes").
 
 As in `shapes`, every draw comes from a counter-based hash of (seed, split, index, draw):
 the set is unlimited, each image depends only on its own index, and label = index % 10.
@@ -54,11 +56,10 @@ def _texture(tex: int, x: np.ndarray, y: np.ndarray, period: np.ndarray, phase_x
         t = py if tex == 0 else px
         d = (abs(t - np.floor(t) - 0.5) - 0.25) * period
         return np.clip(0.5 - d, 0.0, 1.0)
-    if tex == 2:                                             # checks: cell = period / 2
-        cx, cy = 2 * px, 2 * py
-        fx = abs(cx - np.floor(cx + 0.5)) * period / 2
-        fy = abs(cy - np.floor(cy + 0.5)) * period / 2
-        parity = (np.floor(cx) + np.floor(cy)) % 2
+    if tex == 2:                                             # checks: cell = period (docs/TESTBED.md)
+        fx = abs(px - np.floor(px + 0.5)) * period
+        fy = abs(py - np.floor(py + 0.5)) * period
+        parity = (np.floor(px) + np.floor(py)) % 2
         d = np.where(parity == 0, -1.0, 1.0) * np.minimum(fx, fy)
         return np.clip(0.5 - d, 0.0, 1.0)
     # dots on a square grid, radius ~0.24 of the period
