@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--gen", type=int, default=8, help="images generated per variant for agreement (0: none)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the calibration and held-out draws")
     p.add_argument("--out", type=Path, default=Path("convert_variants.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,7 +58,7 @@ def main() -> None:
             variants = {k: v for k, v in variants.items() if k in args.only}
         results[name] = compare_variants(teacher, variants,
                                          gen_labels=gen_labels, calib_samples=args.calib,
-                                         heldout_samples=args.heldout)
+                                         heldout_samples=args.heldout, seed=args.seed)
     text = json.dumps(results, indent=1)
     atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
     print(f"wrote {args.out}")

@@ -113,3 +113,24 @@ def test_all_scales_at_once_equal_scale_by_scale_with_the_carry(kind):
         y, carry = tp.reconstruct_scales(rec, xs, xks, f(xks), idx, s, carry)
         outs.append(y)
     assert torch.equal(torch.cat(outs, 1), y_all)
+
+
+@pytest.mark.parametrize("kind", ["identity", "prev_scale", "cached"])
+def test_skip_bases_are_what_a_lone_skipped_token_gets(kind):
+    """The selector's target: a token skipped alone (every other token computed) gets x + its skip base."""
+    torch.manual_seed(1)
+    rec = tp.Reconstruction(kind, PN, cache_scale=1)
+    x = torch.randn(2, 30, 4)
+    y = torch.tanh(x) * 2                       # the block's output at every token
+    bases = tp.skip_bases(rec, y - x)
+    assert bases.shape == x.shape and torch.equal(bases[:, :1], torch.zeros(2, 1, 4))   # scale 0: nothing earlier
+    for s, off, n in tp.scale_spans(PN, 0, 4):
+        skipped = n // 2
+        kept = [torch.arange(m).expand(2, m) for m in (p * p for p in PN)]
+        kept[s] = torch.tensor([i for i in range(n) if i != skipped], dtype=torch.long).expand(2, n - 1)
+        pos = tp.flat_positions(kept, tp.scale_spans(PN, 0, 4))
+        xk = tp.gather_tokens(x, pos)
+        out, _ = tp.reconstruct_scales(rec, x, xk, tp.gather_tokens(y, pos), kept, 0, tp.Carry())
+        assert torch.allclose(out[:, off + skipped], x[:, off + skipped] + bases[:, off + skipped], atol=1e-6)
+    if kind == "identity":
+        assert torch.equal(bases, torch.zeros_like(x))

@@ -19,6 +19,7 @@ from .fx_pass import FFNSite, rewrite_block
 from .gated_block import PLAN_ARG, GatedBlock
 from .router import Router, fit_router
 from .selector import TokenSelector, fit_selector
+from .token_path import Reconstruction
 
 
 @dataclass
@@ -28,6 +29,7 @@ class BlockCapture:
     x_out: torch.Tensor       # (T, C) block output
     ffn_in: dict[str, torch.Tensor]  # fc1 qualname -> (T, C) FFN input
     scale: torch.Tensor       # (T,) scale index of each token
+    skip_base: torch.Tensor   # (T, C) the update the block's reconstruction gives the token if skipped
 
 
 def _quiet(phase: str) -> None:
@@ -73,6 +75,12 @@ def _make_expert(site: FFNSite, fc1: nn.Linear, fc2: nn.Linear, cfg: ConvertConf
     return m
 
 
+def block_reconstruction(cfg: ConvertConfig, patch_nums) -> Reconstruction:
+    """What skipped tokens get; the cache scale defaults to the one before the first sparse scale."""
+    cache = cfg.cache_scale if cfg.cache_scale is not None else max(0, len(patch_nums) - cfg.sparse_scales - 1)
+    return Reconstruction(cfg.reconstruction, tuple(patch_nums), cfg.upsample, cache)
+
+
 def build_gated_block(block: nn.Module, index: int, cfg: ConvertConfig, patch_nums, norm_eps: float,
                       keep_counts: list[int], top_k: int, cap: BlockCapture | None = None,
                       stats: dict | None = None, on_phase=_quiet) -> GatedBlock:
@@ -98,9 +106,10 @@ def build_gated_block(block: nn.Module, index: int, cfg: ConvertConfig, patch_nu
     with torch.device(dev):
         sel = TokenSelector(C, cfg.selector, norm_eps, cfg.upsample)
     if cap is not None and cfg.selector == "learned":
-        stats["selector_r2"] = fit_selector(sel, cap.x_in.to(dev), cap.x_out.to(dev), cap.scale)["r2_within_scale"]
+        skip_error = (cap.x_out - cap.x_in - cap.skip_base).to(dev)
+        stats["selector_r2"] = fit_selector(sel, cap.x_in.to(dev), skip_error, cap.scale)["r2_within_scale"]
     if cap is not None:
         on_phase("selector")
-    cache = cfg.cache_scale if cfg.cache_scale is not None else max(0, len(patch_nums) - cfg.sparse_scales - 1)
-    return GatedBlock(inner, sel, patch_nums, keep_counts, cfg.reconstruction, cfg.upsample, cfg.expert_scales,
-                      cache_scale=cache)
+    rec = block_reconstruction(cfg, patch_nums)
+    return GatedBlock(inner, sel, patch_nums, keep_counts, rec.kind, rec.upsample, cfg.expert_scales,
+                      cache_scale=rec.cache_scale)

@@ -2,7 +2,9 @@
 
 Scores (higher = compute this token):
 - "learned": a linear read-out of the normalised block input LN(x) (no affine),
-  fitted by ridge regression to the log-norm of the block's update (y - x) on teacher
+  fitted by ridge regression to the log-norm of the error a skipped token would carry,
+  ||(y - x) - base|| with `base` what the block's reconstruction gives it
+  (`token_path.skip_bases`; = the update norm ||y - x|| for "identity"), on teacher
   tokens, with one free intercept per scale (only the ranking within a scale matters).
 - "residual": ||x - up(x at the previous scale)||, parameter-free (what the coarser
   scale failed to explain).
@@ -55,13 +57,14 @@ class TokenSelector(nn.Module):
 
 
 @torch.no_grad()
-def fit_selector(sel: TokenSelector, x_in: torch.Tensor, x_out: torch.Tensor, scale_id: torch.Tensor,
+def fit_selector(sel: TokenSelector, x_in: torch.Tensor, skip_error: torch.Tensor, scale_id: torch.Tensor,
                  lam: float = 1e-2) -> dict[str, float]:
-    """Ridge fit of `sel.score` to log||x_out - x_in|| with per-scale intercepts; returns within-scale R^2."""
+    """Ridge fit of `sel.score` to log||skip_error|| (per token: the update minus what the
+    reconstruction would give it) with per-scale intercepts; returns within-scale R^2."""
     if sel.kind != "learned":
         return {}
     X = sel.features(x_in.float()).double()
-    y = (x_out.float() - x_in.float()).norm(dim=-1).clamp_min(1e-8).log().double()
+    y = skip_error.float().norm(dim=-1).clamp_min(1e-8).log().double()
     # remove per-scale means: the per-scale intercepts, eliminated in closed form
     Xc, yc = X.clone(), y.clone()
     scale_id = scale_id.to(X.device)

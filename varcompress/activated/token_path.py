@@ -17,6 +17,8 @@ loss (`distill.losses`). Pure functions; keep counts are passed in per call.
   reads the maps carried from earlier scales (`Carry`) and says which maps must be kept.
 - `merge_scale`: kept rows = the computed output, skipped rows = x + reconstructed update.
 - `reconstruct_scales`: `merge_scale` over every scale of a call, threading the `Carry`.
+- `skip_bases`: the update every token would get if skipped, given the true update maps;
+  the cost of skipping a token is ||u - base|| (the selector's fitting target).
 """
 from __future__ import annotations
 
@@ -170,4 +172,15 @@ def reconstruct_scales(rec: Reconstruction, x: torch.Tensor, xk: torch.Tensor, y
         carry = Carry(xs, u, u if s == rec.cache_scale else carry.u_cache)
         ko += k
     return torch.cat(outs, dim=1), carry
+
+
+def skip_bases(rec: Reconstruction, u: torch.Tensor) -> torch.Tensor:
+    """(B, L, C): the reconstructed update of every token of all scales if it alone were skipped,
+    the reconstruction reading the true update maps u (B, L, C) of the earlier scales."""
+    out, carry = [], Carry()
+    for s, off, n in scale_spans(rec.patch_nums, 0, len(rec.patch_nums)):
+        us = u[:, off:off + n]
+        out.append(rec.base(s, us, carry))
+        carry = Carry(None, us, us if s == rec.cache_scale else carry.u_cache)
+    return torch.cat(out, dim=1)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..activated.build import build_gated_block
+from ..activated.build import block_reconstruction, build_gated_block
 from ..activated.config import ConvertConfig, keep_counts
 from ..activated.fx_pass import find_ffns
 from ..activated.model import ActivatedVAR
@@ -51,7 +51,8 @@ def convert(var, cfg: ConvertConfig | None = None, calib=None, progress: bool = 
     steps = sum(2 + 2 * len(names) for names in fc1_names)  # capture, (clustering, router) per FFN, selector
     bar = tqdm(total=steps, desc="convert: calibrating blocks", unit="step", disable=bar_off(progress))
     try:
-        for b, cap in iterate_teacher_blocks(var, lab_u, x_u, fc1_names, cfg.calib_tokens, cfg.seed):
+        rec = block_reconstruction(cfg, var.patch_nums)
+        for b, cap in iterate_teacher_blocks(var, lab_u, x_u, fc1_names, cfg.calib_tokens, rec, cfg.seed):
             st = {}
             done = _phase_done(bar, b)
             done("capture")

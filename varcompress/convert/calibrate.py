@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..activated.build import BlockCapture
+from ..activated.token_path import Reconstruction, skip_bases
 from ..errors import VarcompressError
 from ..generate.tokens import draw_token_maps
 from ..models.sampler import OFFICIAL_SAMPLING
@@ -55,8 +56,10 @@ def token_subset(N: int, L: int, T: int, seed: int) -> tuple[torch.Tensor, torch
 
 @torch.no_grad()
 def iterate_teacher_blocks(var, labels: torch.Tensor, x_BLCv: torch.Tensor, fc1_names: list[list[str]],
-                           tokens: int, seed: int = 0, batch: int = 8) -> Iterator[tuple[int, BlockCapture]]:
-    """Yield (block index, captures) for every block of the dense teacher, in order."""
+                           tokens: int, rec: Reconstruction, seed: int = 0,
+                           batch: int = 8) -> Iterator[tuple[int, BlockCapture]]:
+    """Yield (block index, captures) for every block of the dense teacher, in order; `rec` gives
+    each captured token's `skip_base` from the block's full update maps."""
     N = labels.shape[0]
     h, conds = [], []
     for i in range(0, N, batch):
@@ -75,7 +78,7 @@ def iterate_teacher_blocks(var, labels: torch.Tensor, x_BLCv: torch.Tensor, fc1_
             mod: nn.Module = block.get_submodule(name)
             hooks.append(mod.register_forward_pre_hook(
                 lambda m, args, name=name: cur.__setitem__(name, args[0])))
-        out = torch.empty_like(h)
+        out, bases = torch.empty_like(h), []
         try:
             for i in range(0, N, batch):
                 out[i:i + batch] = block(h[i:i + batch], cond[i:i + batch], bias, (0, len(var.patch_nums)))
@@ -83,11 +86,13 @@ def iterate_teacher_blocks(var, labels: torch.Tensor, x_BLCv: torch.Tensor, fc1_
                 r, c = rows[sel] - i, cols[sel]
                 for name in fc1_names[b]:
                     ffn_caps[name].append(cur[name][r, c].detach().clone())
+                bases.append(skip_bases(rec, out[i:i + batch] - h[i:i + batch])[r, c])
         finally:
             for hk in hooks:
                 hk.remove()
         cap = BlockCapture(x_in=h[rows, cols].clone(), x_out=out[rows, cols].clone(),
-                           ffn_in={k: torch.cat(v) for k, v in ffn_caps.items()}, scale=scale)
+                           ffn_in={k: torch.cat(v) for k, v in ffn_caps.items()}, scale=scale,
+                           skip_base=torch.cat(bases))
         yield b, cap
         h = out
 

@@ -12,7 +12,9 @@ product of batch means, equal only up to the split).
 - router: MSE of each router's predicted (log-)norms to the experts' actual output
   norms on the tokens it routes (the target convert fits, on training data).
 - selector: per (row, scale), MSE of the centred selector scores to the centred
-  log-norms of the teacher block's update (only the ranking within a scale matters).
+  log-norms of the cost of skipping each token: the teacher block's update minus what the
+  block's reconstruction would give it (`token_path.skip_bases`, the target convert fits;
+  only the ranking within a scale matters).
 - balance: Switch-style load balance, E * sum_j f_j P_j - 1 (0 when uniform).
 - budget: keeps the relaxations calibrated to the hard budget: mean soft keep gate vs
   k/n per scale; for dynamic routing, soft active-expert count above the converted one.
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..activated.router import router_targets, topk_mask
-from ..activated.token_path import scale_scores, scale_spans
+from ..activated.token_path import scale_scores, scale_spans, skip_bases
 from ..metrics.kl import log_probs, token_kl
 from .relax import StudentHooks
 
@@ -108,7 +110,8 @@ def selector_loss(blocks, s_in: dict, t_in: list, t_out: list) -> torch.Tensor |
         if b not in s_in or not any(p.requires_grad for p in blk.selector.parameters()):
             continue
         pns, x = blk.patch_nums, s_in[b]
-        upd = (t_out[b].float() - t_in[b].float()).norm(dim=-1).clamp_min(1e-8).log()
+        u = t_out[b].float() - t_in[b].float()
+        upd = (u - skip_bases(blk.rec, u)).norm(dim=-1).clamp_min(1e-8).log()   # the cost of skipping
         for s, off, n in scale_spans(pns, 0, len(pns)):
             if blk.keep_counts[s] < n:
                 prev = x[:, off - pns[s - 1] ** 2:off] if s > 0 else None
