@@ -183,4 +183,3 @@ def skip_bases(rec: Reconstruction, u: torch.Tensor) -> torch.Tensor:
         out.append(rec.base(s, us, carry))
         carry = Carry(None, us, us if s == rec.cache_scale else carry.u_cache)
     return torch.cat(out, dim=1)
-

@@ -162,9 +162,9 @@ def teacher_report(name: str, n_per_class: int = 50, seeds: tuple[int, ...] = (0
     ablation, pictures = scale_ablation(vae, evaluator, labels, first[1], real_idx, real_labels)
     redrawn = _decode(vae, real_idx[:-1] + [redraw_last_scale(var, real_idx, real_labels, sampling, seeds[0])])
     ablation["real"]["last_scale_redrawn"] = evaluator.evaluate(redrawn, real_labels)
+    real_counts = torch.bincount(real_labels, minlength=var.num_classes).clamp_min(1)
     per_class = {"teacher": (hits / (n_per_class * len(seeds))).tolist(),
-                 "real_last_scale_redrawn": (class_hits(evaluator, redrawn, real_labels) /
-                                             torch.bincount(real_labels, minlength=var.num_classes).clamp_min(1)).tolist()}
+                 "real_last_scale_redrawn": (class_hits(evaluator, redrawn, real_labels) / real_counts).tolist()}
     report = {
         "dataset": name, "sampling": sampling, "n_per_class": n_per_class, "n": n, "seeds": list(seeds),
         "teacher": {"per_seed": runs, **_spread(runs)},
