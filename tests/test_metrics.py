@@ -1,6 +1,8 @@
 """Frechet distance, precision/recall, the shipped classifiers and the testbed evaluator."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -120,6 +122,18 @@ def test_evaluator_scores_real_reference_as_perfect():
     out = ev.evaluate(x, y)
     assert out["n"] == 200 and out["accuracy"] >= 0.97
     assert out["fid"] == pytest.approx(0.0, abs=1e-6) and out["precision"] == out["recall"] == 1.0
+    assert "class_accuracy" not in out
+
+
+def test_per_class_accuracy_counts_each_class_on_its_own():
+    x, y = get_dataset("digits", "test", n=200)
+    ev = TestbedEvaluator("digits", reference=x)
+    wrong = y == 3
+    y_bad = torch.where(wrong, torch.full_like(y, 4), y)   # every 3 labelled 4: class 3 empty, class 4 half wrong
+    per = ev.evaluate(x, y_bad, per_class=True)["class_accuracy"]
+    assert len(per) == 10 and math.isnan(per[3])
+    n4, n3 = int((y == 4).sum()), int(wrong.sum())
+    assert per[4] <= (n4 + 0.5) / (n4 + n3) and min(per[c] for c in range(10) if c not in (3, 4)) >= 0.9
     for bad in [(x[:, :1], y), (x * 2, y), (x, y[:10]), (x, y.float()), (x[:3], y[:3])]:
         with pytest.raises(VarcompressError):
             ev.evaluate(*bad)

@@ -29,7 +29,8 @@ class BlockCapture:
     x_out: torch.Tensor       # (T, C) block output
     ffn_in: dict[str, torch.Tensor]  # fc1 qualname -> (T, C) FFN input
     scale: torch.Tensor       # (T,) scale index of each token
-    skip_base: torch.Tensor   # (T, C) the update the block's reconstruction gives the token if skipped
+    skip_base: torch.Tensor | None  # (T, C) the update the block's reconstruction gives the token if
+                                    # skipped (needed only to fit a learned selector)
 
 
 def _quiet(phase: str) -> None:
@@ -110,6 +111,4 @@ def build_gated_block(block: nn.Module, index: int, cfg: ConvertConfig, patch_nu
         stats["selector_r2"] = fit_selector(sel, cap.x_in.to(dev), skip_error, cap.scale)["r2_within_scale"]
     if cap is not None:
         on_phase("selector")
-    rec = block_reconstruction(cfg, patch_nums)
-    return GatedBlock(inner, sel, patch_nums, keep_counts, rec.kind, rec.upsample, cfg.expert_scales,
-                      cache_scale=rec.cache_scale)
+    return GatedBlock(inner, sel, block_reconstruction(cfg, patch_nums), keep_counts, cfg.expert_scales)

@@ -34,17 +34,16 @@ PLAN_ARG = "expert_plan"  # the inner graph's input carrying the per-call Expert
 
 
 class GatedBlock(nn.Module):
-    def __init__(self, inner: nn.Module, selector: TokenSelector, patch_nums, keep_counts: list[int],
-                 reconstruction: str = "prev_scale", upsample: str = "bilinear", expert_scales: int | None = None,
-                 cache_scale: int = 0):
+    def __init__(self, inner: nn.Module, selector: TokenSelector, rec: Reconstruction, keep_counts: list[int],
+                 expert_scales: int | None = None):
         super().__init__()
-        S = len(patch_nums)
+        S = len(rec.patch_nums)
         # FFN experts are routed on the last `expert_scales` scales; earlier scales run the dense FFN
         self.first_routed_scale = 0 if expert_scales is None else max(0, S - expert_scales)
         self.inner, self.selector = inner, selector
-        self.patch_nums = tuple(patch_nums)
+        self.patch_nums = tuple(rec.patch_nums)
         self.keep_counts = list(keep_counts)
-        self.rec = Reconstruction(reconstruction, self.patch_nums, upsample, int(cache_scale))
+        self.rec = rec
         self._caching = False
         self._carry, self._carry_scale = Carry(), -1  # maps after the last cached scale call
         self.recorder: list | None = None  # set to a list to record executed (scale, ScaleWork)

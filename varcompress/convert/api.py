@@ -51,7 +51,7 @@ def convert(var, cfg: ConvertConfig | None = None, calib=None, progress: bool = 
     steps = sum(2 + 2 * len(names) for names in fc1_names)  # capture, (clustering, router) per FFN, selector
     bar = tqdm(total=steps, desc="convert: calibrating blocks", unit="step", disable=bar_off(progress))
     try:
-        rec = block_reconstruction(cfg, var.patch_nums)
+        rec = block_reconstruction(cfg, var.patch_nums) if cfg.selector == "learned" else None
         for b, cap in iterate_teacher_blocks(var, lab_u, x_u, fc1_names, cfg.calib_tokens, rec, cfg.seed):
             st = {}
             done = _phase_done(bar, b)

@@ -56,10 +56,11 @@ def token_subset(N: int, L: int, T: int, seed: int) -> tuple[torch.Tensor, torch
 
 @torch.no_grad()
 def iterate_teacher_blocks(var, labels: torch.Tensor, x_BLCv: torch.Tensor, fc1_names: list[list[str]],
-                           tokens: int, rec: Reconstruction, seed: int = 0,
+                           tokens: int, rec: Reconstruction | None, seed: int = 0,
                            batch: int = 8) -> Iterator[tuple[int, BlockCapture]]:
     """Yield (block index, captures) for every block of the dense teacher, in order; `rec` gives
-    each captured token's `skip_base` from the block's full update maps."""
+    each captured token's `skip_base` from the block's full update maps (None: not captured,
+    for a convert that fits no learned selector)."""
     N = labels.shape[0]
     h, conds = [], []
     for i in range(0, N, batch):
@@ -86,13 +87,14 @@ def iterate_teacher_blocks(var, labels: torch.Tensor, x_BLCv: torch.Tensor, fc1_
                 r, c = rows[sel] - i, cols[sel]
                 for name in fc1_names[b]:
                     ffn_caps[name].append(cur[name][r, c].detach().clone())
-                bases.append(skip_bases(rec, out[i:i + batch] - h[i:i + batch])[r, c])
+                if rec is not None:
+                    bases.append(skip_bases(rec, out[i:i + batch] - h[i:i + batch])[r, c])
         finally:
             for hk in hooks:
                 hk.remove()
         cap = BlockCapture(x_in=h[rows, cols].clone(), x_out=out[rows, cols].clone(),
                            ffn_in={k: torch.cat(v) for k, v in ffn_caps.items()}, scale=scale,
-                           skip_base=torch.cat(bases))
+                           skip_base=torch.cat(bases) if bases else None)
         yield b, cap
         h = out
 

@@ -74,21 +74,28 @@ class TestbedEvaluator:
         self.ref_mu, self.ref_sigma = feature_stats(self.ref_feats)
         self.n_ref = len(reference)
 
-    def evaluate(self, images, labels) -> dict:
-        """dict(accuracy, fid, precision, recall, n) of generated `images` with their `labels`."""
+    def evaluate(self, images, labels, per_class: bool = False) -> dict:
+        """dict(accuracy, fid, precision, recall, n) of generated `images` with their `labels`;
+        `per_class` adds "class_accuracy", one entry per class (nan for a class with no image)."""
         images, labels = _check_batch(images, labels, self.num_classes, self.image_size)
         if len(labels) <= self.k:
             raise VarcompressError(f"need more than k={self.k} images to evaluate, got {len(labels)}")
         feats, logits = embed(self.model, images)
         mu, sigma = feature_stats(feats.double())
         precision, recall = precision_recall(self.ref_feats, feats.double(), k=self.k)
-        return {
-            "accuracy": float((logits.argmax(1) == labels).float().mean()),
+        hit = logits.argmax(1) == labels
+        out = {
+            "accuracy": float(hit.float().mean()),
             "fid": frechet_distance(self.ref_mu, self.ref_sigma, mu, sigma),
             "precision": precision,
             "recall": recall,
             "n": len(labels),
         }
+        if per_class:
+            counts = torch.bincount(labels, minlength=self.num_classes)
+            hits = torch.bincount(labels[hit], minlength=self.num_classes)
+            out["class_accuracy"] = (hits / counts).tolist()   # 0/0 = nan: a class not asked for
+        return out
 
 
 def class_mean_generator(name: str, n: int, noise: float = CEILING_NOISE, seed: int = 0):

@@ -28,7 +28,6 @@ from PIL import Image
 from ..evaluate import testbed_evaluator
 from ..generate.images import per_class_labels
 from ..generate.tokens import draw_token_maps
-from ..metrics.classifier import embed
 from ..metrics.corruptions import corruption_accuracy
 from ..metrics.testbed import reference_scores
 from ..models.sampler import sample_top_k_top_p
@@ -118,12 +117,6 @@ def _decode(vae, idx: list[torch.Tensor], batch: int = 100) -> torch.Tensor:
                       for i in range(0, len(idx[0]), batch)]).clamp(0, 1)
 
 
-def class_hits(evaluator, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(num_classes,) count of images of each class that the classifier reads as their label."""
-    hit = embed(evaluator.model, images)[1].argmax(1) == labels
-    return torch.bincount(labels[hit], minlength=evaluator.num_classes)
-
-
 @torch.no_grad()
 def scale_ablation(vae, evaluator, labels: torch.Tensor, idx: list[torch.Tensor], real_idx: list[torch.Tensor],
                    real_labels: torch.Tensor, batch: int = 100) -> tuple[dict, dict]:
@@ -150,21 +143,20 @@ def teacher_report(name: str, n_per_class: int = 50, seeds: tuple[int, ...] = (0
     labels = per_class_labels(var.num_classes, n_per_class)
     n = len(labels)
     evaluator = testbed_evaluator(name, n, 0)   # one fixed real reference for every row
-    runs, first, hits = [], None, torch.zeros(var.num_classes, dtype=torch.long)
+    runs, first = [], None
     for s in seeds:
         images, idx = sample_with_tokens(var, labels, derive_seed(s, "sampling"), sampling, progress=progress)
-        runs.append(evaluator.evaluate(images, labels))
-        hits += class_hits(evaluator, images, labels)
+        runs.append(evaluator.evaluate(images, labels, per_class=True))
         if first is None:
             first = (images, idx)
     real, real_labels = get_dataset(name, "test", n=n, seed=1)   # unlimited sets: other images than the reference
     real_idx = _tokens(vae, real)
     ablation, pictures = scale_ablation(vae, evaluator, labels, first[1], real_idx, real_labels)
     redrawn = _decode(vae, real_idx[:-1] + [redraw_last_scale(var, real_idx, real_labels, sampling, seeds[0])])
-    ablation["real"]["last_scale_redrawn"] = evaluator.evaluate(redrawn, real_labels)
-    real_counts = torch.bincount(real_labels, minlength=var.num_classes).clamp_min(1)
-    per_class = {"teacher": (hits / (n_per_class * len(seeds))).tolist(),
-                 "real_last_scale_redrawn": (class_hits(evaluator, redrawn, real_labels) / real_counts).tolist()}
+    redrawn_scores = evaluator.evaluate(redrawn, real_labels, per_class=True)
+    per_class = {"teacher": torch.tensor([r.pop("class_accuracy") for r in runs]).mean(0).tolist(),
+                 "real_last_scale_redrawn": redrawn_scores.pop("class_accuracy")}
+    ablation["real"]["last_scale_redrawn"] = redrawn_scores
     report = {
         "dataset": name, "sampling": sampling, "n_per_class": n_per_class, "n": n, "seeds": list(seeds),
         "teacher": {"per_seed": runs, **_spread(runs)},
