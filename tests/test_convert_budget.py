@@ -43,6 +43,8 @@ SPARSE = [
     dict(selector="residual", reconstruction="identity", shared_experts=1, top_k=1),
     dict(selector="learned", reconstruction="prev_scale", routing="dynamic", tau=0.5),
     dict(selector="learned", reconstruction="prev_scale", router="mlp", router_steps=50),
+    dict(selector="learned", reconstruction="prev_scale", skipped_kv="computed"),
+    dict(selector="residual", reconstruction="cached", skipped_kv="computed"),
 ]
 
 
@@ -55,7 +57,8 @@ def test_teacher_forcing_matches_cached_generation(pair, kw):
     assert cached_vs_teacher(act, vae, torch.tensor([1, 5, 7])) <= 1e-5
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(selector="residual", shared_experts=1, top_k=1), dict(router="mlp")])
+@pytest.mark.parametrize("kw", [dict(), dict(selector="residual", shared_experts=1, top_k=1), dict(router="mlp"),
+                                dict(skipped_kv="computed")])
 def test_analytic_flops_match_executed(pair, kw):
     var, vae, calib = pair
     cfg = ConvertConfig(**{**dict(experts=4, top_k=2, keep_ratio=[1.0, 1.0, 0.5, 0.5], calib_tokens=512,

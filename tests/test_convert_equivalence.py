@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from varcompress import load_vae, load_var
+from varcompress.activated.token_path import flat_positions, scale_spans, select_scales
 from varcompress.convert import ConvertConfig, convert
 from varcompress.models.vqvae import VQVAE, VQVAEConfig
 
@@ -34,6 +35,31 @@ def test_dense_equivalence_tiny(clustering):
     a, b = greedy_tokens(var, lab), greedy_tokens(act, lab)
     assert all(torch.equal(p, q) for p, q in zip(a, b))
     assert act.budget()["fraction"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("skipped_kv", ["none", "computed"])
+def test_kept_tokens_see_skipped_ones_only_when_they_write_kv(skipped_kv):
+    """First block, dense FFN, half the tokens of the last two scales skipped: with computed K/V a
+    kept token attends to exactly what it attends to in the dense block, so its output is the
+    dense one; without, it loses the skipped keys and differs."""
+    var, _ = tiny_pair()
+    labels, x = torch.randint(0, 10, (4,)), torch.randn(4, var.L - 1, var.Cvae)
+    act = convert(var, ConvertConfig(experts=4, top_k=None, keep_ratio=0.5, sparse_scales=2, skipped_kv=skipped_kv,
+                                     calib_tokens=512), calib=(labels, x))
+    h, cond = var.embed_inputs(labels, x)
+    S, blk = len(var.patch_nums), act.blocks[0]
+    with torch.no_grad():
+        dense = var.blocks[0](h, cond, var.attn_bias_for_masking, (0, S))
+        y = blk(h, cond, var.attn_bias_for_masking, (0, S))
+    kept = select_scales(blk.selector, h, blk.patch_nums, 0, S, blk.keep_counts, None)
+    pos = flat_positions(kept, scale_spans(blk.patch_nums, 0, S))
+    last = pos >= sum(p * p for p in var.patch_nums[:-2])   # kept tokens of the sparse scales
+    err = (y - dense).abs().amax(-1).gather(1, pos)
+    assert int(last.sum()) > 0
+    if skipped_kv == "computed":
+        assert err.max().item() <= 1e-5
+    else:
+        assert err[~last].max().item() <= 1e-5 and err[last].min().item() > 1e-4
 
 
 def test_teacher_is_untouched_and_weights_not_shared():

@@ -17,7 +17,7 @@ def activated():
     var = tiny_var(0)
     calib = (torch.randint(0, 10, (8,)), torch.randn(8, var.L - 1, var.Cvae))
     cfg = ConvertConfig(experts=4, top_k=2, shared_experts=1, keep_ratio=[1.0, 1.0, 0.5, 0.5],
-                        router="mlp", router_steps=20, calib_tokens=256)
+                        router="mlp", router_steps=20, calib_tokens=256, skipped_kv="computed")
     return convert(var, cfg, calib=calib), calib
 
 
@@ -31,7 +31,7 @@ def test_round_trip_gives_identical_logits(tmp_path, activated):
     with torch.no_grad():
         assert torch.equal(loaded(labels, x), act(labels, x))
     assert torch.equal(loaded.blocks[1].expert_ffns()[0].perm, act.blocks[1].expert_ffns()[0].perm)
-    assert loaded.budget() == act.budget()
+    assert loaded.budget() == act.budget() and loaded.blocks[0].skipped_kv == "computed"
 
 
 def test_refuses_overwrite_without_force(tmp_path, activated):

@@ -21,6 +21,7 @@ VARIANTS = {
     "dynamic": dict(routing="dynamic", tau=0.3, keep_ratio=0.7, upsample="nearest"),
     "experts-last-2-scales": dict(top_k=1, keep_ratio=0.5, expert_scales=2),
     "experts-every-scale": dict(top_k=2, keep_ratio=0.5, expert_scales=None),
+    "skipped-kv-computed": dict(top_k=2, keep_ratio=0.5, skipped_kv="computed", reconstruction="prev_scale"),
 }
 
 

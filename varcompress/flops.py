@@ -19,6 +19,7 @@ class ScaleWork:
     ffn_hidden: float    # mean active FFN neurons per computed token
     router_flops: float = 0.0    # per computed token
     selector_flops: float = 0.0  # per scale token (scores every candidate)
+    kv_tokens: int = 0           # skipped tokens that still compute their K/V projection
 
 
 @dataclass
@@ -43,7 +44,7 @@ def block_scale_flops(C: int, w: ScaleWork) -> dict[str, float]:
     """FLOPs of one block at one scale for one row."""
     t = w.tokens
     return {
-        "qkv": 2 * t * C * 3 * C,
+        "qkv": 2 * t * C * 3 * C + 2 * w.kv_tokens * C * 2 * C,
         "attn_core": 2 * 2 * t * w.keys * C,
         "proj": 2 * t * C * C,
         "ffn": 2 * 2 * t * C * w.ffn_hidden,

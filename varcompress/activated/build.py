@@ -15,8 +15,8 @@ from torch import nn
 from .clustering import cluster_neurons
 from .config import ConvertConfig
 from .experts import ExpertFFN
-from .fx_pass import FFNSite, rewrite_block
-from .gated_block import PLAN_ARG, GatedBlock
+from .fx_pass import FFNSite, rewrite_block, split_attention_rows
+from .gated_block import KV_ARG, PLAN_ARG, GatedBlock
 from .router import Router, fit_router
 from .selector import TokenSelector, fit_selector
 from .token_path import Reconstruction
@@ -111,4 +111,7 @@ def build_gated_block(block: nn.Module, index: int, cfg: ConvertConfig, patch_nu
         stats["selector_r2"] = fit_selector(sel, cap.x_in.to(dev), skip_error, cap.scale)["r2_within_scale"]
     if cap is not None:
         on_phase("selector")
-    return GatedBlock(inner, sel, block_reconstruction(cfg, patch_nums), keep_counts, cfg.expert_scales)
+    if cfg.skipped_kv == "computed":
+        split_attention_rows(inner, KV_ARG)
+    return GatedBlock(inner, sel, block_reconstruction(cfg, patch_nums), keep_counts, cfg.expert_scales,
+                      cfg.skipped_kv)

@@ -6,7 +6,9 @@
 are few, and errors there propagate to the whole image). `compensation` replaces a
 skipped expert's output by its calibration mean on the tokens where it is skipped.
 `keep_ratio` is either one float applied to the last `sparse_scales` scales (earlier
-scales stay dense) or one ratio per scale. After a `flops_target` allocation the
+scales stay dense) or one ratio per scale. `skipped_kv` says whether a skipped token still
+writes K/V ("computed": its K/V projection runs, a sixth of a block's matmuls per token, so
+later queries keep it as context) or not ("none": only kept tokens are keys). After a `flops_target` allocation the
 resolved per-block `top_k` list and per-scale `keep_ratio` list are stored here, so a
 saved config.json rebuilds the exact model.
 
@@ -32,6 +34,7 @@ CHOICES = {
     "routing": ("topk", "dynamic"),
     "selector": ("learned", "residual", "mean_distance"),
     "reconstruction": ("identity", "prev_scale", "cached"),
+    "skipped_kv": ("none", "computed"),
     "upsample": ("bilinear", "nearest", "area"),
     "allocation": ("uniform", "sensitivity"),
 }
@@ -57,6 +60,7 @@ class ConvertConfig:
     reconstruction: str = "identity"
     upsample: str = "bilinear"
     cache_scale: int | None = None  # reconstruction "cached": the scale whose update map fills skipped tokens
+    skipped_kv: str = "none"  # K/V at a skipped token: none (absent) or computed (its K/V projection runs)
     flops_target: float | None = None
     allocation: str = "sensitivity"
     calib_samples: int = 32

@@ -178,3 +178,53 @@ def _free_name(gm: fx.GraphModule, site: FFNSite, j: int) -> str:
             except AttributeError:
                 return parent
     return f"ffn_experts{j}"
+
+
+def attention_with_kv_rows(attn: nn.Module, x, attn_bias, kv_rows):
+    """The attention `attn` with queries from rows x and keys/values from rows kv_rows."""
+    (q,) = attn.project(x, "q")
+    k, v = attn.project(kv_rows, "kv")
+    return attn.attend(q, k, v, attn_bias)
+
+
+def split_attention_rows(gm: fx.GraphModule, kv_arg: str) -> None:
+    """Give the block's attention keys and values from other rows than its queries, in place.
+
+    The graph gains an input `kv_arg` (rows (B, Lk, C); the caller must pass it): they pass through copies of
+    the nodes that lead from the block input to the attention (LN, adaLN modulation) and the
+    attention takes its K/V from them, its queries still from the block input. A gated block
+    passes every token of its scales there, so the tokens it skips still write K/V.
+    """
+    attns = [n for n in gm.graph.nodes
+             if n.op == "call_module" and callable(getattr(gm.get_submodule(n.target), "kv_caching", None))]
+    if len(attns) != 1:
+        raise VarcompressError(f"skipped_kv 'computed' needs exactly one attention in the block, found {len(attns)}")
+    node = attns[0]
+    if not all(callable(getattr(gm.get_submodule(node.target), m, None)) for m in ("project", "attend")):
+        raise VarcompressError(f"skipped_kv 'computed' needs an attention with project() and attend() "
+                               f"(like models.var_blocks.SelfAttention), got {type(gm.get_submodule(node.target)).__name__}")
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    x, h = placeholders[0], node.args[0]
+    from_x, upstream, todo = {x}, set(), [h]
+    for n in gm.graph.nodes:
+        if any(a in from_x for a in n.all_input_nodes):
+            from_x.add(n)
+    if h not in from_x:
+        raise VarcompressError("skipped_kv 'computed': the attention's input does not come from the block input")
+    while todo:
+        n = todo.pop()
+        if n not in upstream:
+            upstream.add(n)
+            todo.extend(n.all_input_nodes)
+    with gm.graph.inserting_after(placeholders[-1]):
+        kv = gm.graph.placeholder(kv_arg, default_value=None)  # after defaulted inputs; always passed
+    env = {x: kv}
+    with gm.graph.inserting_before(node):
+        for n in [n for n in gm.graph.nodes if n in from_x and n in upstream and n is not x]:
+            env[n] = gm.graph.node_copy(n, lambda a: env.get(a, a))
+        module = gm.graph.get_attr(node.target)
+        new = gm.graph.call_function(attention_with_kv_rows, (module, *node.args), {**node.kwargs, "kv_rows": env[h]})
+    node.replace_all_uses_with(new)
+    gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()

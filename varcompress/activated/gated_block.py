@@ -27,15 +27,16 @@ from torch import nn
 from ..flops import ScaleWork
 from .experts import ExpertCall, ExpertFFN
 from .selector import TokenSelector
-from .token_path import (Carry, Reconstruction, flat_positions, gather_bias, gather_tokens, reconstruct_scales,
-                         scale_spans, select_scales)
+from .token_path import (Carry, Reconstruction, flat_positions, gather_bias, gather_bias_rows, gather_tokens,
+                         reconstruct_scales, scale_spans, select_scales)
 
 PLAN_ARG = "expert_plan"  # the inner graph's input carrying the per-call ExpertCall (fx_pass.rewrite_block)
+KV_ARG = "kv_rows"  # the inner graph's input whose rows give the attention's K/V (fx_pass.split_attention_rows)
 
 
 class GatedBlock(nn.Module):
     def __init__(self, inner: nn.Module, selector: TokenSelector, rec: Reconstruction, keep_counts: list[int],
-                 expert_scales: int | None = None):
+                 expert_scales: int | None = None, skipped_kv: str = "none"):
         super().__init__()
         S = len(rec.patch_nums)
         # FFN experts are routed on the last `expert_scales` scales; earlier scales run the dense FFN
@@ -44,6 +45,7 @@ class GatedBlock(nn.Module):
         self.patch_nums = tuple(rec.patch_nums)
         self.keep_counts = list(keep_counts)
         self.rec = rec
+        self.skipped_kv = skipped_kv  # "computed": `inner` takes KV_ARG and every token writes K/V
         self._caching = False
         self._carry, self._carry_scale = Carry(), -1  # maps after the last cached scale call
         self.recorder: list | None = None  # set to a list to record executed (scale, ScaleWork)
@@ -82,9 +84,12 @@ class GatedBlock(nn.Module):
             hidden = sum((active.get(m, float(m.E)) * m.h) if active is not None else m.active_hidden() for m in ffns)
         else:
             hidden = sum(m.E * m.h for m in ffns)
-        return ScaleWork(tokens=k, keys=sum(self.keep_counts[:s + 1]), ffn_hidden=hidden,
+        kv_all = self.skipped_kv == "computed"
+        keys = sum(p * p for p in self.patch_nums[:s + 1]) if kv_all else sum(self.keep_counts[:s + 1])
+        return ScaleWork(tokens=k, keys=keys, ffn_hidden=hidden,
                          router_flops=sum(m.router_flops() for m in ffns) if routed else 0.0,
-                         selector_flops=n * self.selector.flops_per_token() if k < n else 0.0)
+                         selector_flops=n * self.selector.flops_per_token() if k < n else 0.0,
+                         kv_tokens=max(0, n - k) if kv_all else 0)
 
     def _record(self, a: int, b: int, plan: ExpertCall) -> None:
         if self.recorder is not None:
@@ -112,7 +117,11 @@ class GatedBlock(nn.Module):
         """The inner block on every row of the call (what each token gets when computed), no state."""
         a, _, spans = self._spans(x, scales)
         plan = self.expert_call(a, [n for _, _, n in spans], x.shape[0], x.device, expert_dispatch)
-        return self.inner(x, cond_BD, attn_bias, **{PLAN_ARG: plan})
+        return self.inner(x, cond_BD, attn_bias, **{PLAN_ARG: plan}, **self._kv(x))
+
+    def _kv(self, x: torch.Tensor) -> dict:
+        """The inner graph's K/V rows: every token of the call when skipped tokens write K/V."""
+        return {KV_ARG: x} if self.skipped_kv == "computed" else {}
 
     def forward(self, x: torch.Tensor, cond_BD: torch.Tensor, attn_bias: torch.Tensor | None,
                 scales: tuple[int, int] | None = None, expert_dispatch: str = "loop") -> torch.Tensor:
@@ -123,7 +132,7 @@ class GatedBlock(nn.Module):
             carry = c if a > 0 and self._carry_scale == a - 1 else Carry(u_cache=c.u_cache)
         if all(self.keep_counts[s] >= n for s, _, n in spans):
             plan = self.expert_call(a, [n for _, _, n in spans], x.shape[0], x.device, expert_dispatch)
-            y = self.inner(x, cond_BD, attn_bias, **{PLAN_ARG: plan})
+            y = self.inner(x, cond_BD, attn_bias, **{PLAN_ARG: plan}, **self._kv(x))
             if self._caching:
                 _, off, n = spans[-1]
                 xl, u_cache = x[:, off:off + n], carry.u_cache
@@ -137,7 +146,9 @@ class GatedBlock(nn.Module):
         pos = flat_positions(kept, spans)
         xk = gather_tokens(x, pos)
         plan = self.expert_call(a, [idx.shape[1] for idx in kept], x.shape[0], x.device, expert_dispatch)
-        yk = self.inner(xk, cond_BD, None if attn_bias is None else gather_bias(attn_bias, pos), **{PLAN_ARG: plan})
+        kv = self._kv(x)
+        bias = None if attn_bias is None else gather_bias_rows(attn_bias, pos) if kv else gather_bias(attn_bias, pos)
+        yk = self.inner(xk, cond_BD, bias, **{PLAN_ARG: plan}, **kv)
         self._record(a, b, plan)
         y, carry = reconstruct_scales(self.rec, x, xk, yk, kept, a, carry)
         if self._caching:
@@ -146,5 +157,5 @@ class GatedBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"keep_counts={self.keep_counts}, reconstruction={self.reconstruction}, upsample={self.upsample}, "
-                f"cache_scale={self.cache_scale}, "
+                f"cache_scale={self.cache_scale}, skipped_kv={self.skipped_kv}, "
                 f"first_routed_scale={self.first_routed_scale}")

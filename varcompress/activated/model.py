@@ -99,4 +99,4 @@ def _mean_work(ws: list[ScaleWork]) -> ScaleWork:
     n = len(ws)
     return ScaleWork(tokens=ws[0].tokens, keys=ws[0].keys, ffn_hidden=sum(w.ffn_hidden for w in ws) / n,
                      router_flops=sum(w.router_flops for w in ws) / n,
-                     selector_flops=sum(w.selector_flops for w in ws) / n)
+                     selector_flops=sum(w.selector_flops for w in ws) / n, kv_tokens=ws[0].kv_tokens)

@@ -90,11 +90,17 @@ def flat_positions(kept: list[torch.Tensor], spans) -> torch.Tensor:
     return torch.cat([idx + off for idx, (_, off, _) in zip(kept, spans)], dim=1)
 
 
-def gather_bias(attn_bias: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """(1|B, 1, L, L) additive mask -> (B, 1, K, K) restricted to the kept rows `pos` (B, K)."""
+def gather_bias_rows(attn_bias: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """(1|B, 1, L, L) additive mask -> (B, 1, K, L): the kept queries `pos` (B, K) over every key."""
     B, K = pos.shape
     bb = attn_bias[:, 0].expand(B, -1, -1)
-    rows = bb.gather(1, pos.unsqueeze(-1).expand(-1, -1, bb.shape[2]))
+    return bb.gather(1, pos.unsqueeze(-1).expand(-1, -1, bb.shape[2])).unsqueeze(1)
+
+
+def gather_bias(attn_bias: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """(1|B, 1, L, L) additive mask -> (B, 1, K, K) restricted to the kept rows `pos` (B, K)."""
+    K = pos.shape[1]
+    rows = gather_bias_rows(attn_bias, pos)[:, 0]
     return rows.gather(2, pos.unsqueeze(1).expand(-1, K, -1)).unsqueeze(1)
 
 

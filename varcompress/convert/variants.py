@@ -42,6 +42,11 @@ PRESETS = {
         "residual/identity": dict(selector="residual", reconstruction="identity"),
         "residual/identity/keep0.75": dict(selector="residual", reconstruction="identity", keep_ratio=0.75),
     },
+    "skipped_kv": {   # who writes K/V at a skipped token; keep 0.4 with K/V ~ the FLOPs of keep 0.5 without
+        f"{sel}/{rec}/kv-{kv}/keep{r}": dict(selector=sel, reconstruction=rec, skipped_kv=kv, keep_ratio=r)
+        for sel, rec in (("residual", "identity"), ("learned", "prev_scale"))
+        for kv in ("none", "computed") for r in (0.5, 0.4)
+    },
     "routing": {
         "topk2": dict(top_k=2), "topk3": dict(top_k=3), "topk4": dict(top_k=4), "topk5": dict(top_k=5),
         "topk6": dict(top_k=6),
@@ -55,6 +60,7 @@ PRESETS = {
 }
 PRESET_BASE = {"components": dict(experts=8, top_k=4, keep_ratio=1.0),
                "tokens": dict(experts=8, top_k=None, keep_ratio=0.5),
+               "skipped_kv": dict(experts=8, top_k=None),
                "routing": dict(experts=8, keep_ratio=1.0),
                "budget": dict(experts=8)}
 

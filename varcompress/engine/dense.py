@@ -48,6 +48,21 @@ class AttnW:
             k = F.normalize(k, dim=-1)
         return q, k, v
 
+    def attend_rows(self, hq: torch.Tensor, h: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
+                    bg: int, ed: int) -> torch.Tensor:
+        """Attention of the query rows hq (N, k, C) over cache[:ed] after writing the K/V of every row
+        of h (N, n, C) at bg..ed-1: a gated block whose skipped tokens still write K/V."""
+        (N, k, C), n, hd = hq.shape, h.shape[1], hq.shape[2] // self.heads
+        q = F.linear(hq, self.qkv_w[:C], self.qkv_b[:C]).view(N, k, self.heads, hd).transpose(1, 2)
+        kk, v = F.linear(h, self.qkv_w[C:], self.qkv_b[C:]).view(N, n, 2, self.heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.scale_mul is not None:
+            q = F.normalize(q, dim=-1).mul(self.scale_mul)
+            kk = F.normalize(kk, dim=-1)
+        kc[:, :, bg:ed].copy_(kk)
+        vc[:, :, bg:ed].copy_(v)
+        o = F.scaled_dot_product_attention(q, kc[:, :, :ed], vc[:, :, :ed], scale=self.scale)
+        return F.linear(o.transpose(1, 2).reshape(N, k, C), self.proj_w, self.proj_b)
+
     def __call__(self, h: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, bg: int, ed: int) -> torch.Tensor:
         """Attention of the rows of h (keys bg..ed-1 of the cache) over cache[:ed]; writes its K/V."""
         N, n, C = h.shape
@@ -86,6 +101,14 @@ def block_update(attn, ffn, x, mod, eps, kc, vc, bg, ed) -> torch.Tensor:
     """One adaLN block on rows x (N, n, C); mod = (gamma1, gamma2, 1+scale1, 1+scale2, shift1, shift2)."""
     g1, g2, s1, s2, sh1, sh2 = mod
     x = x + attn(modulate(x, eps, s1, sh1), kc, vc, bg, ed) * g1
+    return x + ffn(modulate(x, eps, s2, sh2)) * g2
+
+
+def block_update_kv_rows(attn, ffn, xk, hq, h, mod, eps, kc, vc, bg, ed) -> torch.Tensor:
+    """`block_update` of the kept rows xk whose attention also reads the K/V of the skipped rows:
+    hq are xk's attention inputs (modulated), h those of every row of the scale."""
+    g1, g2, _, s2, _, sh2 = mod
+    x = xk + attn.attend_rows(hq, h, kc, vc, bg, ed) * g1
     return x + ffn(modulate(x, eps, s2, sh2)) * g2
 
 

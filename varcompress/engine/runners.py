@@ -4,7 +4,8 @@ A runner is called once per scale with that scale's rows (2B, n, C), the block's
 adaLN modulations and its K/V buffers, and returns the block output. The gated runner
 runs `convert.gated_block.GatedBlock`'s token path (`convert.token_path`: same selection,
 same reconstruction of skipped tokens) with the engine's attention (preallocated cache
-holding only the kept tokens: static offsets per scale) and `FastExpertFFN`.
+holding only the kept tokens, or every token when skipped tokens write K/V: static offsets
+per scale) and `FastExpertFFN`.
 `RUNNERS` maps block types to runners (exact type).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..activated.gated_block import GatedBlock
 from ..activated.token_path import Carry, gather_tokens, keep_indices, merge_scale, scale_scores
 from ..errors import VarcompressError
 from ..models.var_blocks import AdaLNSelfAttn, SelfAttention
-from .dense import FFNW, AttnW, block_update
+from .dense import FFNW, AttnW, block_update, block_update_kv_rows, modulate
 from .experts import FastExpertFFN
 
 
@@ -56,8 +57,10 @@ class GatedRunner:
         called = {n.target for n in getattr(inner, "graph", None).nodes if n.op == "call_module"} \
             if hasattr(inner, "graph") else set()
         ffn_name = next((n for n, m in inner.named_modules() if ffns and m is ffns[0]), None)
+        self.kv_all = block.skipped_kv == "computed"  # its graph calls the attention through split_attention_rows
+        expected = {"ada_lin.0", "ada_lin.1", "ln_wo_grad", ffn_name} | (set() if self.kv_all else {"attn"})
         if traced_type(inner) is not AdaLNSelfAttn or len(ffns) != 1 or not isinstance(attn, SelfAttention) \
-                or called != {"ada_lin.0", "ada_lin.1", "ln_wo_grad", "attn", ffn_name}:
+                or called != expected:
             raise VarcompressError("engine: unsupported activated block layout (expected an AdaLNSelfAttn "
                                    "with one ExpertFFN); use the model's autoregressive_infer_cfg")
         self.attn = AttnW.from_module(attn, dtype, device)
@@ -67,7 +70,7 @@ class GatedRunner:
         self.keep = [min(k, pn * pn) for k, pn in zip(block.keep_counts, self.pns)]
         self.rec = block.rec
         self.first_routed = block.first_routed_scale  # earlier scales: dense FFN
-        self.offsets = _offsets(self.keep)
+        self.offsets = _offsets([pn * pn for pn in self.pns] if self.kv_all else self.keep)
         self.kv_len = self.offsets[-1][1]
         S = len(self.pns)
         sparse = [self.keep[si] < self.pns[si] ** 2 for si in range(S)]
@@ -111,7 +114,11 @@ class GatedRunner:
             return y
         idx = keep_indices(scale_scores(self.selector, x, self._load(st, "x", si - 1), self.pns, si), k)
         xk = gather_tokens(x, idx)
-        yk = block_update(self.attn, ffn, xk, mod, self.eps, kc, vc, bg, ed)
+        if self.kv_all:
+            h = modulate(x, self.eps, mod[2], mod[4])
+            yk = block_update_kv_rows(self.attn, ffn, xk, gather_tokens(h, idx), h, mod, self.eps, kc, vc, bg, ed)
+        else:
+            yk = block_update(self.attn, ffn, xk, mod, self.eps, kc, vc, bg, ed)
         carry = Carry(u_prev=self._load(st, "u", si - 1), u_cache=self._load(st, "u", self.rec.cache_scale))
         y, u = merge_scale(x, xk, yk, idx, self.rec.base(si, x, carry), inplace=True)
         self._save(st, si, x, u)

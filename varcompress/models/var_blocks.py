@@ -53,28 +53,36 @@ class SelfAttention(nn.Module):
     def kv_caching(self, enable: bool) -> None:
         self.caching, self.cached_k, self.cached_v = enable, None, None
 
-    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, L, C) -> q, k, v as (B, H, L, head_dim), normalised when attn_l2_norm."""
+    def project(self, x: torch.Tensor, parts: str = "qkv") -> tuple[torch.Tensor, ...]:
+        """(B, L, C) -> the projections named in `parts` ("qkv", "q" or "kv"), each (B, H, L, head_dim),
+        normalised when attn_l2_norm; "q" and "kv" let queries and keys come from different rows."""
         B, L, C = x.shape
-        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        rows = {"qkv": slice(0, 3 * C), "q": slice(0, C), "kv": slice(C, 3 * C)}[parts]
+        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))[rows]
+        out = F.linear(x, self.mat_qkv.weight[rows], bias).view(B, L, len(parts), self.num_heads, self.head_dim)
+        named = dict(zip(parts, out.permute(2, 0, 3, 1, 4).unbind(0)))
         if self.attn_l2_norm:
-            scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
-            q = F.normalize(q, dim=-1).mul(scale_mul)
-            k = F.normalize(k, dim=-1)
-        return q, k, v
+            if "q" in named:
+                named["q"] = F.normalize(named["q"], dim=-1).mul(self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp())
+            if "k" in named:
+                named["k"] = F.normalize(named["k"], dim=-1)
+        return tuple(named[p] for p in parts)
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
-        B, L, C = x.shape
-        q, k, v = self.project_qkv(x)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               attn_bias: torch.Tensor | None) -> torch.Tensor:
+        """Queries (B, H, Lq, hd) over keys/values (B, H, Lk, hd) after the cached ones (appended when
+        caching), then the output projection: (B, Lq, C)."""
+        B, H, Lq, hd = q.shape
         if self.caching:
             if self.cached_k is not None:
                 k = torch.cat((self.cached_k, k), dim=2)
                 v = torch.cat((self.cached_v, v), dim=2)
             self.cached_k, self.cached_v = k, v
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+        return self.proj(out.transpose(1, 2).reshape(B, Lq, H * hd))
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
+        return self.attend(*self.project(x), attn_bias)
 
 
 class AdaLNSelfAttn(nn.Module):
