@@ -114,3 +114,17 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_teacher, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(s)["step"] for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 13))  # the log was cut back to the checkpoint, no duplicates
+
+
+def test_dynamic_routing_students_activity_is_refitted_after_distillation(tiny_teacher, tmp_path):
+    """What the FLOPs model prices for dynamic-k routing is measured again on the distilled weights;
+    the compensation means the student was trained with are kept."""
+    r = tiny_recipe(tiny_teacher, tmp_path / "run", tmp_path / "cache", steps=(2, 4))
+    r["student"]["convert"].update(routing="dynamic", tau=0.5, keep_ratio=1.0, sparse_scales=0)
+    r["eval"]["converted"] = False
+    distill(r)
+    init, done = weights(tmp_path / "run", "student_init"), weights(tmp_path / "run")
+    active = [k for k in done if k.endswith("expected_active")]
+    assert active and any(not torch.equal(init[k], done[k]) for k in active)
+    assert all(0 < float(done[k]) <= 4 for k in active)
+    assert all(torch.equal(init[k], done[k]) for k in done if "skip_mean" in k)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..activated.recalibrate import recalibrate
 from ..dist import Dist, broadcast_error, dist_session
 from ..durable import atomic_write, remove_stale_temps
 from ..errors import VarcompressError
@@ -121,8 +122,19 @@ def _distill(r: dict, d: Dist, force: bool, resume: bool) -> DistillResult:
     return DistillResult(out, student, result)
 
 
+def _refit_activity(ctx: Context, maps: int = 32) -> None:
+    """Dynamic routing: distillation moved how many experts fire, so the activity the FLOPs model
+    prices is refitted on training maps (the compensation means stay: the student learned them)."""
+    if not any(m.routing == "dynamic" for blk in ctx.student.blocks for m in blk.expert_ffns()):
+        return
+    n, dev = min(len(ctx.data), maps), ctx.dist.device
+    x = to_var_input(ctx.vae, ctx.teacher.begin_ends, ctx.data.idx[:n].to(dev))
+    recalibrate(ctx.student, ctx.data.labels[:n].to(dev), x)
+
+
 def _finish(ctx: Context, t, summary: dict) -> dict:
     out, r = ctx.out, ctx.recipe
+    _refit_activity(ctx)
     save_activated(ctx.student, out / "student", source_sha256=t.sha256, force=True,
                    source={"checkpoint": str(t.var_path), "testbed": t.dataset},
                    extra_files={"recipe.resolved.yaml": dump_recipe(r)})
