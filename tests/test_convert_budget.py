@@ -6,7 +6,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from varcompress.convert import ConvertConfig, convert
+from varcompress.activated.config import keep_counts
+from varcompress.convert import ConvertConfig, convert, load_activated, save_activated
 from varcompress.flops import var_flops
 from varcompress.models.vqvae import VQVAE, VQVAEConfig
 
@@ -87,16 +88,39 @@ def test_recorded_work_prices_dynamic_routing(pair):
     assert act.flops(work).transformer < var_flops(var.cfg).transformer
 
 
-@pytest.mark.parametrize("allocation", ["uniform", "sensitivity"])
-def test_flops_target_is_met(pair, allocation):
+@pytest.mark.parametrize("allocation, granularity", [("uniform", "scale"), ("sensitivity", "scale"),
+                                                     ("sensitivity", "block")])
+def test_flops_target_is_met(pair, allocation, granularity):
     var, vae, calib = pair
     act = convert(var, ConvertConfig(experts=4, top_k=4, flops_target=0.7, allocation=allocation,
-                                     calib_tokens=512, sensitivity_samples=2, sparse_scales=2), calib=calib)
+                                     keep_granularity=granularity, calib_tokens=512, sensitivity_samples=2,
+                                     sparse_scales=2), calib=calib)
     frac = act.budget()["fraction"]
     assert 0.55 < frac <= 0.7
     alloc = act.convert_report["allocation"]
     assert alloc["method"] == allocation and act.convert_cfg.top_k == alloc["top_k"]
+    assert act.convert_cfg.keep_ratio == alloc["keep_ratio"]
+    per_block = act.budget()["keep_counts_per_block"]
+    if granularity == "block":   # one keep list per block, each block's own counts
+        cells = alloc["sensitivity"]["cell"]   # (block, sparse scale) -> KL per level
+        assert len(alloc["keep_ratio"]) == len(var.blocks) and len(cells) == 2 * 2 and len(cells["1,3"]) == 9
+        assert per_block == [keep_counts(var.patch_nums, r) for r in alloc["keep_ratio"]]
+    else:
+        assert len(alloc["keep_ratio"]) == len(var.patch_nums) and all(c == per_block[0] for c in per_block)
     assert cached_vs_teacher(act, vae, torch.tensor([3, 4])) <= 1e-5
+
+
+def test_blocks_keep_their_own_token_counts(pair, tmp_path):
+    """Per-block keep ratios: each block computes its own count; teacher forcing = cached generation,
+    the FLOPs follow the counts, and a save / load round trip rebuilds the same blocks."""
+    var, vae, calib = pair
+    keep = [[1.0, 1.0, 0.5, 0.5], [1.0, 1.0, 1.0, 0.25]]
+    act = convert(var, ConvertConfig(experts=4, top_k=2, keep_ratio=keep, calib_tokens=512), calib=calib)
+    assert [blk.keep_counts for blk in act.blocks] == [[1, 4, 4, 8], [1, 4, 9, 4]]
+    assert cached_vs_teacher(act, vae, torch.tensor([1, 5])) <= 1e-5
+    assert [w.tokens for w in act.scale_work()[1]] == [1, 4, 9, 4]
+    loaded = load_activated(save_activated(act, tmp_path / "m"))
+    assert [blk.keep_counts for blk in loaded.blocks] == [[1, 4, 4, 8], [1, 4, 9, 4]]
 
 
 def test_experts_only_route_on_the_last_scales(pair):

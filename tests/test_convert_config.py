@@ -25,6 +25,10 @@ from varcompress.errors import VarcompressError
     (dict(tau=2.0), "tau"),
     (dict(sparse_scales=-1), "sparse_scales"),
     (dict(sparse_scales=0, keep_ratio=0.5), "keep_ratio"),
+    (dict(keep_ratio=[[1.0, 0.5], [1.0]]), "keep_ratio"),
+    (dict(keep_ratio=[[1.0, 0.5], 0.5]), "keep_ratio"),
+    (dict(keep_ratio=[[1.0, 0.0]]), "keep_ratio"),
+    (dict(keep_granularity="token"), "keep_granularity"),
 ])
 def test_invalid_fields_name_the_field(kw, field):
     with pytest.raises(VarcompressError, match=f"convert config: {field} ") as e:
@@ -40,6 +44,10 @@ def test_model_checks():
         ConvertConfig(keep_ratio=[1.0, 0.5]).check_model(2, 4, 256)
     with pytest.raises(VarcompressError, match="top_k per-block list has 3 entries"):
         ConvertConfig(top_k=[8, 8, 8]).check_model(2, 4, 256)
+    with pytest.raises(VarcompressError, match="keep_ratio per-block lists: 3, the model has 2 blocks"):
+        ConvertConfig(keep_ratio=[[1.0] * 4] * 3).check_model(2, 4, 256)
+    with pytest.raises(VarcompressError, match="keep_ratio per-scale list has 3 entries"):
+        ConvertConfig(keep_ratio=[[1.0] * 3] * 2).check_model(2, 4, 256)
 
 
 def test_round_trip_and_resolution():
@@ -49,3 +57,7 @@ def test_round_trip_and_resolution():
     assert keep_counts((1, 2, 3, 4), cfg.keep_per_scale(4)) == [1, 4, 4, 8]
     with pytest.raises(VarcompressError, match="unknown field"):
         ConvertConfig.from_dict({"experts": 4, "bogus": 1})
+    per_block = ConvertConfig(keep_ratio=[[1.0, 1.0, 0.5, 0.5], [1.0, 1.0, 0.8, 0.3]])
+    assert ConvertConfig.from_dict(per_block.to_dict()) == per_block
+    assert per_block.keep_per_block(2, 4)[1] == [1.0, 1.0, 0.8, 0.3]
+    assert cfg.keep_per_block(2, 4) == [[1.0, 1.0, 0.5, 0.5]] * 2

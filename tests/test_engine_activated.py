@@ -22,6 +22,7 @@ VARIANTS = {
     "experts-last-2-scales": dict(top_k=1, keep_ratio=0.5, expert_scales=2),
     "experts-every-scale": dict(top_k=2, keep_ratio=0.5, expert_scales=None),
     "skipped-kv-computed": dict(top_k=2, keep_ratio=0.5, skipped_kv="computed", reconstruction="prev_scale"),
+    "keep-per-block": dict(top_k=2, keep_ratio=[[1.0, 1.0, 0.5, 0.5], [1.0, 1.0, 0.9, 0.3]]),
 }
 
 

@@ -6,7 +6,8 @@
 are few, and errors there propagate to the whole image). `compensation` replaces a
 skipped expert's output by its calibration mean on the tokens where it is skipped.
 `keep_ratio` is either one float applied to the last `sparse_scales` scales (earlier
-scales stay dense) or one ratio per scale. `skipped_kv` says whether a skipped token still
+scales stay dense), one ratio per scale, or one such list per block (what the allocation
+writes with `keep_granularity: block`). `skipped_kv` says whether a skipped token still
 writes K/V ("computed": its K/V projection runs, a sixth of a block's matmuls per token, so
 later queries keep it as context) or not ("none": only kept tokens are keys). After a `flops_target` allocation the
 resolved per-block `top_k` list and per-scale `keep_ratio` list are stored here, so a
@@ -37,6 +38,7 @@ CHOICES = {
     "skipped_kv": ("none", "computed"),
     "upsample": ("bilinear", "nearest", "area"),
     "allocation": ("uniform", "sensitivity"),
+    "keep_granularity": ("scale", "block"),
 }
 
 
@@ -54,7 +56,7 @@ class ConvertConfig:
     tau: float = 0.5
     compensation: bool = True
     expert_scales: int | None = 3  # experts routed on the last N scales (None: all); earlier: dense FFN
-    keep_ratio: float | list[float] = 1.0
+    keep_ratio: float | list[float] | list[list[float]] = 1.0
     sparse_scales: int = 3
     selector: str = "residual"
     reconstruction: str = "identity"
@@ -63,6 +65,7 @@ class ConvertConfig:
     skipped_kv: str = "none"  # K/V at a skipped token: none (absent) or computed (its K/V projection runs)
     flops_target: float | None = None
     allocation: str = "sensitivity"
+    keep_granularity: str = "scale"  # sensitivity allocation: one keep ratio per scale, or per (block, scale)
     calib_samples: int = 32
     calib_tokens: int = 8192
     calib_cfg: float = OFFICIAL_SAMPLING["cfg"]  # calibration sampling
@@ -97,6 +100,10 @@ class ConvertConfig:
         if isinstance(self.top_k, list) and not self.top_k:
             _bad("top_k", "per-block list is empty")
         ratios = self.keep_ratio if isinstance(self.keep_ratio, list) else [self.keep_ratio]
+        if ratios and all(isinstance(r, list) for r in ratios):
+            if not all(ratios) or len({len(r) for r in ratios}) != 1:
+                _bad("keep_ratio", "per-block lists must be non-empty and of one length (the scales)")
+            ratios = [r for row in ratios for r in row]
         if not ratios:
             _bad("keep_ratio", "per-scale list is empty")
         for r in ratios:
@@ -132,8 +139,12 @@ class ConvertConfig:
             _bad("top_k", f"per-block list has {len(self.top_k)} entries, the model has {depth} blocks")
         if self.cache_scale is not None and self.cache_scale >= num_scales:
             _bad("cache_scale", f"{self.cache_scale} is not a scale of the model ({num_scales} scales)")
-        if isinstance(self.keep_ratio, list) and len(self.keep_ratio) != num_scales:
-            _bad("keep_ratio", f"per-scale list has {len(self.keep_ratio)} entries, the model has {num_scales} scales")
+        rows = self.keep_ratio if self.keep_per_block_given else [self.keep_ratio]
+        if self.keep_per_block_given and len(rows) != depth:
+            _bad("keep_ratio", f"per-block lists: {len(rows)}, the model has {depth} blocks")
+        for row in rows:
+            if isinstance(row, list) and len(row) != num_scales:
+                _bad("keep_ratio", f"per-scale list has {len(row)} entries, the model has {num_scales} scales")
 
     # ---- resolved views -----------------------------------------------------------------
     @property
@@ -145,11 +156,24 @@ class ConvertConfig:
             return list(self.top_k)
         return [self.routed_experts if self.top_k is None else self.top_k] * depth
 
+    @property
+    def keep_per_block_given(self) -> bool:
+        return isinstance(self.keep_ratio, list) and bool(self.keep_ratio) and isinstance(self.keep_ratio[0], list)
+
     def keep_per_scale(self, num_scales: int) -> list[float]:
+        """One ratio per scale (refused for per-block ratios: use `keep_per_block`)."""
+        if self.keep_per_block_given:
+            raise ValueError("keep_ratio is per block; use keep_per_block")
         if isinstance(self.keep_ratio, list):
             return [float(r) for r in self.keep_ratio]
         n_sparse = min(self.sparse_scales, num_scales)
         return [1.0] * (num_scales - n_sparse) + [float(self.keep_ratio)] * n_sparse
+
+    def keep_per_block(self, depth: int, num_scales: int) -> list[list[float]]:
+        """Keep ratios [block][scale], whichever way they were given."""
+        if self.keep_per_block_given:
+            return [[float(r) for r in row] for row in self.keep_ratio]
+        return [self.keep_per_scale(num_scales) for _ in range(depth)]
 
     # ---- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

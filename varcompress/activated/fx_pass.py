@@ -200,9 +200,10 @@ def split_attention_rows(gm: fx.GraphModule, kv_arg: str) -> None:
     if len(attns) != 1:
         raise VarcompressError(f"skipped_kv 'computed' needs exactly one attention in the block, found {len(attns)}")
     node = attns[0]
-    if not all(callable(getattr(gm.get_submodule(node.target), m, None)) for m in ("project", "attend")):
+    attn = gm.get_submodule(node.target)
+    if not all(callable(getattr(attn, m, None)) for m in ("project", "attend")):
         raise VarcompressError(f"skipped_kv 'computed' needs an attention with project() and attend() "
-                               f"(like models.var_blocks.SelfAttention), got {type(gm.get_submodule(node.target)).__name__}")
+                               f"(like models.var_blocks.SelfAttention), got {type(attn).__name__}")
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     x, h = placeholders[0], node.args[0]
     from_x, upstream, todo = {x}, set(), [h]

@@ -47,11 +47,11 @@ class ActivatedVAR(VAR):
                 m.top_k = k
         self.convert_cfg = self.convert_cfg.replace(top_k=list(ks) if isinstance(top_k, list) else top_k)
 
-    def set_keep(self, keep_ratio: float | list[float]) -> None:
+    def set_keep(self, keep_ratio: float | list[float] | list[list[float]]) -> None:
+        """Keep ratios: one for the sparse scales, one per scale, or one per-scale list per block."""
         cfg = self.convert_cfg.replace(keep_ratio=keep_ratio)
-        counts = keep_counts(self.patch_nums, cfg.keep_per_scale(len(self.patch_nums)))
-        for block in self.blocks:
-            block.keep_counts = list(counts)
+        for block, ratios in zip(self.blocks, cfg.keep_per_block(len(self.blocks), len(self.patch_nums))):
+            block.keep_counts = keep_counts(self.patch_nums, ratios)
         self.convert_cfg = cfg
 
     # ---- FLOPs -----------------------------------------------------------------------------------
@@ -69,7 +69,8 @@ class ActivatedVAR(VAR):
         return {"transformer_gflops": rep.transformer, "dense_transformer_gflops": dense.transformer,
                 "fraction": rep.transformer / dense.transformer, "by_component": rep.by_component,
                 "top_k": [blk.expert_ffns()[0].top_k for blk in self.blocks],
-                "keep_counts": list(self.blocks[0].keep_counts)}
+                "keep_counts": list(self.blocks[0].keep_counts),   # the first block's
+                "keep_counts_per_block": [list(blk.keep_counts) for blk in self.blocks]}
 
     @contextmanager
     def record_work(self):

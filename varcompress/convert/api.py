@@ -43,7 +43,7 @@ def convert(var, cfg: ConvertConfig | None = None, calib=None, progress: bool = 
     labels, x = _check_calib(var, calib)
     lab_u, x_u = with_uncond(var, labels, x)
     fc1_names = [[s.fc1 for s in sites if s.index == b] for b in range(depth)]
-    counts = keep_counts(var.patch_nums, cfg.keep_per_scale(S))
+    counts = [keep_counts(var.patch_nums, r) for r in cfg.keep_per_block(depth, S)]
     ks = cfg.top_k_per_block(depth)
     blocks, stats = [], []
     was_training = var.training
@@ -57,7 +57,7 @@ def convert(var, cfg: ConvertConfig | None = None, calib=None, progress: bool = 
             done = _phase_done(bar, b)
             done("capture")
             blocks.append(build_gated_block(var.blocks[b], b, cfg, var.patch_nums, var.cfg.norm_eps,
-                                            counts, ks[b], cap, st, on_phase=done))
+                                            counts[b], ks[b], cap, st, on_phase=done))
             stats.append(st)
         bar.close()
         model = ActivatedVAR.from_dense(var, cfg, blocks)

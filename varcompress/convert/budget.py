@@ -1,4 +1,5 @@
-"""`--flops-target R`: choose per-block top_k and per-scale keep ratios to keep <= R of dense FLOPs.
+"""`--flops-target R`: choose per-block top_k and keep ratios (per scale, or per block and scale)
+to keep <= R of dense FLOPs.
 
 FLOPs are the analytic transformer FLOPs of cached generation (`ActivatedVAR.flops`),
 so every candidate is priced exactly and for free. Two allocators:
@@ -6,9 +7,10 @@ so every candidate is priced exactly and for free. Two allocators:
   scales; among the combinations meeting R, those within 2% of the largest feasible
   FLOPs, the one splitting the saving most evenly between experts and tokens.
 - "sensitivity": measure, on calibration tokens (teacher forcing), the KL increase to
-  the teacher of each single knob level (one block's top_k, one scale's keep ratio;
-  everything else dense; a block's probes start from that block's cached input), then greedily lower the knob with the smallest KL increase
-  per FLOP saved (additive model) until R is met.
+  the teacher of each single knob level (one block's top_k, one scale's keep ratio, or
+  with `keep_granularity: block` one (block, scale) keep ratio; everything else dense; a
+  block's probes start from that block's cached input), then greedily lower the knob with
+  the smallest KL increase per FLOP saved (additive model) until R is met.
 """
 from __future__ import annotations
 
@@ -69,9 +71,9 @@ class _BlockInputs:
         self.b += 1
 
 
-def _fraction(model: ActivatedVAR, ks: list[int], keep: list[float]) -> float:
+def _fraction(model: ActivatedVAR, ks: list[int], keep: list) -> float:
     model.set_top_k(list(ks))
-    model.set_keep(list(keep))
+    model.set_keep([list(r) for r in keep] if keep and isinstance(keep[0], list) else list(keep))
     return model.budget()["fraction"]
 
 
@@ -98,25 +100,36 @@ def allocate_uniform(model: ActivatedVAR, target: float) -> tuple[list[int], lis
     return [k] * depth, keep
 
 
+def _only(depth: int, S: int, cells: list[tuple[int, int]], r: float) -> list[list[float]]:
+    """Keep ratios [block][scale]: r at `cells`, 1 elsewhere."""
+    keep = [[1.0] * S for _ in range(depth)]
+    for b, s in cells:
+        keep[b][s] = r
+    return keep
+
+
 @torch.no_grad()
 def measure_sensitivity(model: ActivatedVAR, labels, x, t_logits, progress: bool = False) -> dict:
     """KL to the teacher for each single-knob level, all other knobs dense.
 
-    Block probes start from the cached input of the probed block (`_BlockInputs`); scale
-    probes change every block, so they start from the embedding.
+    Knobs: one block's top_k; one scale's keep ratio in every block ("scale"), or, with
+    `keep_granularity: block`, one (block, scale) keep ratio ("cell"). Block and cell probes
+    start from the cached input of the probed block (`_BlockInputs`); scale probes change
+    every block, so they start from the embedding.
     """
     cfg, depth, S = model.convert_cfg, len(model.blocks), len(model.patch_nums)
     lo, E = (0 if cfg.shared_experts else 1), cfg.routed_experts
-    dense_k, dense_keep = [E] * depth, [1.0] * S
-    sparse = _sparse(model)
-    total = 1 + depth * (E - lo) + len(sparse) * len(KEEP_LEVELS)
+    dense_k, dense_keep = [E] * depth, _only(depth, S, [], 1.0)
+    sparse, per_block = _sparse(model), cfg.keep_granularity == "block"
+    keep_probes = len(sparse) * len(KEEP_LEVELS) * (depth if per_block else 1)
+    total = 1 + depth * (E - lo) + keep_probes
     with tqdm(total=total, desc="convert: sensitivity probes", unit="probe", disable=bar_off(progress)) as bar:
         _fraction(model, dense_k, dense_keep)
         start = _BlockInputs(model, labels, x)
         base = start.kl(t_logits)
         bar.update(1)
         inputs = _BlockInputs(model, labels, x)
-        block_kl = []
+        block_kl, cell_kl = [], {}
         for b in range(depth):
             row = {E: base}
             for k in range(E - 1, lo - 1, -1):
@@ -125,28 +138,55 @@ def measure_sensitivity(model: ActivatedVAR, labels, x, t_logits, progress: bool
                 row[k] = inputs.kl(t_logits)
                 bar.update(1)
             block_kl.append(row)
+            for s in sparse if per_block else ():
+                cell = {1.0: base}
+                for r in KEEP_LEVELS:
+                    bar.set_postfix_str(f"block {b} scale {s} keep {r}")
+                    _fraction(model, dense_k, _only(depth, S, [(b, s)], r))
+                    cell[r] = inputs.kl(t_logits)
+                    bar.update(1)
+                cell_kl[f"{b},{s}"] = cell
             _fraction(model, dense_k, dense_keep)
             if b + 1 < depth:
                 inputs.advance()
         del inputs
         scale_kl = {}
-        for s in sparse:
+        for s in () if per_block else sparse:
             row = {1.0: base}
             for r in KEEP_LEVELS:
                 bar.set_postfix_str(f"scale {s} keep {r}")
-                _fraction(model, dense_k, [r if t == s else 1.0 for t in range(S)])
+                _fraction(model, dense_k, _only(depth, S, [(b, s) for b in range(depth)], r))
                 row[r] = start.kl(t_logits)
                 bar.update(1)
             scale_kl[s] = row
     _fraction(model, dense_k, dense_keep)
-    return {"base": base, "block": block_kl, "scale": scale_kl}
+    out = {"base": base, "block": block_kl, "scale": scale_kl}
+    if per_block:
+        out["cell"] = cell_kl
+    return out
 
 
-def allocate_sensitivity(model: ActivatedVAR, target: float, sens: dict) -> tuple[list[int], list[float]]:
+def _keep_groups(sens: dict, depth: int) -> list[tuple[list[tuple[int, int]], dict]]:
+    """The keep knobs the sensitivity measured: (cells moved together, KL per level)."""
+    if "cell" in sens:
+        return [([tuple(int(v) for v in key.split(","))], row) for key, row in sens["cell"].items()]
+    return [([(b, int(s)) for b in range(depth)], row) for s, row in sens["scale"].items()]
+
+
+def _moved(keep: list[list[float]], cells: list[tuple[int, int]], r: float) -> list[list[float]]:
+    out = [list(row) for row in keep]
+    for b, s in cells:
+        out[b][s] = r
+    return out
+
+
+def allocate_sensitivity(model: ActivatedVAR, target: float, sens: dict) -> tuple[list[int], list]:
+    """Greedy: lower the knob with the smallest KL increase per FLOP saved until `target` holds.
+    Returns per-block top_k and keep ratios (per scale, or [block][scale] for cell knobs)."""
     cfg, depth, S = model.convert_cfg, len(model.blocks), len(model.patch_nums)
     lo = 0 if cfg.shared_experts else 1
-    ks, keep = [cfg.routed_experts] * depth, [1.0] * S
-    levels = (1.0,) + KEEP_LEVELS
+    ks, keep = [cfg.routed_experts] * depth, _only(depth, S, [], 1.0)
+    levels, groups = (1.0,) + KEEP_LEVELS, _keep_groups(sens, depth)
     f = _fraction(model, ks, keep)
     while f > target + 1e-9:
         best = None
@@ -155,19 +195,20 @@ def allocate_sensitivity(model: ActivatedVAR, target: float, sens: dict) -> tupl
                 nk = ks[:b] + [ks[b] - 1] + ks[b + 1:]
                 dkl = sens["block"][b][ks[b] - 1] - sens["block"][b][ks[b]]
                 best = _better(best, model, f, dkl, nk, keep)
-        for s, row in sens["scale"].items():
-            i = levels.index(keep[s])
+        for cells, row in groups:
+            i = levels.index(keep[cells[0][0]][cells[0][1]])
             if i + 1 < len(levels):
-                nkeep = keep[:s] + [levels[i + 1]] + keep[s + 1:]
-                best = _better(best, model, f, row[levels[i + 1]] - row[keep[s]], ks, nkeep)
+                best = _better(best, model, f, row[levels[i + 1]] - row[levels[i]], ks,
+                               _moved(keep, cells, levels[i + 1]))
         if best is None:
             raise VarcompressError(f"flops_target {target} is below what the sensitivity allocation can reach")
         _, ks, keep = best
         f = _fraction(model, ks, keep)
-    return _give_back(model, target, sens, ks, keep, levels)
+    ks, keep = _give_back(model, target, sens, ks, keep, levels, groups)
+    return ks, (keep if "cell" in sens else keep[0])
 
 
-def _give_back(model, target, sens, ks, keep, levels):
+def _give_back(model, target, sens, ks, keep, levels, groups):
     """Greedy overshoots by up to one step: raise knobs back (largest KL decrease first) while R holds."""
     while True:
         best = None
@@ -177,11 +218,11 @@ def _give_back(model, target, sens, ks, keep, levels):
                 gain = sens["block"][b][ks[b]] - sens["block"][b][ks[b] + 1]
                 if _fraction(model, nk, keep) <= target + 1e-9 and (best is None or gain > best[0]):
                     best = (gain, nk, keep)
-        for s, row in sens["scale"].items():
-            i = levels.index(keep[s])
+        for cells, row in groups:
+            i = levels.index(keep[cells[0][0]][cells[0][1]])
             if i > 0:
-                nkeep = keep[:s] + [levels[i - 1]] + keep[s + 1:]
-                gain = row[keep[s]] - row[levels[i - 1]]
+                nkeep = _moved(keep, cells, levels[i - 1])
+                gain = row[levels[i]] - row[levels[i - 1]]
                 if _fraction(model, ks, nkeep) <= target + 1e-9 and (best is None or gain > best[0]):
                     best = (gain, ks, nkeep)
         if best is None:
@@ -195,7 +236,7 @@ def _better(best, model, f, dkl, ks, keep):
     if saved <= 0:
         return best
     cost = max(dkl, 0.0) / saved
-    return (cost, list(ks), list(keep)) if best is None or cost < best[0] else best
+    return (cost, list(ks), [list(r) for r in keep]) if best is None or cost < best[0] else best
 
 
 def allocate(model: ActivatedVAR, target: float, method: str, calib=None, t_logits=None,

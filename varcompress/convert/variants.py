@@ -57,12 +57,18 @@ PRESETS = {
         f"{alloc}@{r}": dict(top_k=None, keep_ratio=1.0, flops_target=r, allocation=alloc)
         for r in (0.85, 0.7) for alloc in ("uniform", "sensitivity")
     },
+    "keep_granularity": {   # dual sparsity at a budget: one keep ratio per scale, or per (block, scale)
+        f"{g}@{r}": dict(top_k=None, keep_ratio=1.0, flops_target=r, keep_granularity=g)
+        for r in (0.6, 0.45) for g in ("scale", "block")
+    },
 }
 PRESET_BASE = {"components": dict(experts=8, top_k=4, keep_ratio=1.0),
                "tokens": dict(experts=8, top_k=None, keep_ratio=0.5),
                "skipped_kv": dict(experts=8, top_k=None),
                "routing": dict(experts=8, keep_ratio=1.0),
-               "budget": dict(experts=8)}
+               "budget": dict(experts=8),
+               "keep_granularity": dict(experts=8, selector="learned", reconstruction="prev_scale",
+                                        expert_scales=None)}
 
 
 def preset_variants(name: str, **base) -> dict[str, ConvertConfig | tuple[ConvertConfig, dict]]:

@@ -54,7 +54,8 @@ class AttnW:
         of h (N, n, C) at bg..ed-1: a gated block whose skipped tokens still write K/V."""
         (N, k, C), n, hd = hq.shape, h.shape[1], hq.shape[2] // self.heads
         q = F.linear(hq, self.qkv_w[:C], self.qkv_b[:C]).view(N, k, self.heads, hd).transpose(1, 2)
-        kk, v = F.linear(h, self.qkv_w[C:], self.qkv_b[C:]).view(N, n, 2, self.heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        kv = F.linear(h, self.qkv_w[C:], self.qkv_b[C:]).view(N, n, 2, self.heads, hd)
+        kk, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         if self.scale_mul is not None:
             q = F.normalize(q, dim=-1).mul(self.scale_mul)
             kk = F.normalize(kk, dim=-1)

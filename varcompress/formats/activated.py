@@ -67,9 +67,9 @@ def build_skeleton(var_cfg: VARConfig, ccfg: ConvertConfig) -> ActivatedVAR:
     """The activated model's structure on the meta device (no weights)."""
     dense = build_var(var_cfg, "meta")
     S, depth = len(var_cfg.patch_nums), var_cfg.depth
-    counts = keep_counts(var_cfg.patch_nums, ccfg.keep_per_scale(S))
+    counts = [keep_counts(var_cfg.patch_nums, r) for r in ccfg.keep_per_block(depth, S)]
     ks = ccfg.top_k_per_block(depth)
-    blocks = [build_gated_block(blk, b, ccfg, var_cfg.patch_nums, var_cfg.norm_eps, counts, ks[b])
+    blocks = [build_gated_block(blk, b, ccfg, var_cfg.patch_nums, var_cfg.norm_eps, counts[b], ks[b])
               for b, blk in enumerate(dense.blocks)]
     return ActivatedVAR(var_cfg, ccfg, blocks)
 
