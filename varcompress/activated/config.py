@@ -9,9 +9,9 @@ skipped expert's output by its calibration mean on the tokens where it is skippe
 scales stay dense), one ratio per scale, or one such list per block (what the allocation
 writes with `keep_granularity: block`). `skipped_kv` says whether a skipped token still
 writes K/V ("computed": its K/V projection runs, a sixth of a block's matmuls per token, so
-later queries keep it as context) or not ("none": only kept tokens are keys). After a `flops_target` allocation the
-resolved per-block `top_k` list and per-scale `keep_ratio` list are stored here, so a
-saved config.json rebuilds the exact model.
+later queries keep it as context) or not ("none": only kept tokens are keys). After a
+`flops_target` allocation the resolved per-block `top_k` list and `keep_ratio` lists are
+stored here, so a saved config.json rebuilds the exact model.
 
 Defaults were chosen by measurement on the trained `digits` testbed teacher
 (benchmarks/convert_variants.py; KL to the teacher on held-out tokens at equal FLOPs):

@@ -190,10 +190,11 @@ def attention_with_kv_rows(attn: nn.Module, x, attn_bias, kv_rows):
 def split_attention_rows(gm: fx.GraphModule, kv_arg: str) -> None:
     """Give the block's attention keys and values from other rows than its queries, in place.
 
-    The graph gains an input `kv_arg` (rows (B, Lk, C); the caller must pass it): they pass through copies of
-    the nodes that lead from the block input to the attention (LN, adaLN modulation) and the
-    attention takes its K/V from them, its queries still from the block input. A gated block
-    passes every token of its scales there, so the tokens it skips still write K/V.
+    The graph gains an input `kv_arg` (rows (B, Lk, C); the caller must pass it): they pass
+    through copies of the nodes that lead from the block input to the attention (LN, adaLN
+    modulation) and the attention takes its K/V from them, its queries still from the block
+    input. A gated block passes every token of its scales there, so the tokens it skips still
+    write K/V.
     """
     attns = [n for n in gm.graph.nodes
              if n.op == "call_module" and callable(getattr(gm.get_submodule(n.target), "kv_caching", None))]
@@ -224,7 +225,8 @@ def split_attention_rows(gm: fx.GraphModule, kv_arg: str) -> None:
         for n in [n for n in gm.graph.nodes if n in from_x and n in upstream and n is not x]:
             env[n] = gm.graph.node_copy(n, lambda a: env.get(a, a))
         module = gm.graph.get_attr(node.target)
-        new = gm.graph.call_function(attention_with_kv_rows, (module, *node.args), {**node.kwargs, "kv_rows": env[h]})
+        new = gm.graph.call_function(attention_with_kv_rows, (module, *node.args),
+                                     {**node.kwargs, "kv_rows": env[h]})
     node.replace_all_uses_with(new)
     gm.graph.erase_node(node)
     gm.graph.lint()

@@ -63,7 +63,8 @@ class SelfAttention(nn.Module):
         named = dict(zip(parts, out.permute(2, 0, 3, 1, 4).unbind(0)))
         if self.attn_l2_norm:
             if "q" in named:
-                named["q"] = F.normalize(named["q"], dim=-1).mul(self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp())
+                scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
+                named["q"] = F.normalize(named["q"], dim=-1).mul(scale_mul)
             if "k" in named:
                 named["k"] = F.normalize(named["k"], dim=-1)
         return tuple(named[p] for p in parts)
