@@ -6,7 +6,8 @@
 Steps (each a `varcompress` command, printed before it runs; finished steps are skipped,
 so a re-run resumes):
 1. `distill` the recipe at the budget (experts only, as shipped); with `--tokens` also a
-   student that skips tokens (learned selector, prev-scale fill, last 3 scales);
+   student that skips tokens (learned selector, prev-scale fill, last 3 scales; keep ratios
+   per scale, or per block and scale with `--keep-granularity block`);
 2. `prune` every baseline at the experts-only student's FLOPs (`--match student_init`),
    fine-tuned with the recipe's budget (`--finetune`: same data, seeds, steps, groups), and
    the FastVAR-style model once more without fine-tuning (training-free row). A baseline
@@ -40,11 +41,11 @@ def step(args: list[str], dry: bool, done: Path | None = None, may_fail: bool = 
     return rc == 0
 
 
-def recipe_for(src: Path, target: float, out: Path, tokens: bool) -> dict:
+def recipe_for(src: Path, target: float, out: Path, tokens: bool, granularity: str = "scale") -> dict:
     r = yaml.safe_load(src.read_text())
     r["student"]["convert"]["flops_target"] = target
     if tokens:
-        r["student"]["convert"].update(TOKENS)
+        r["student"]["convert"].update(TOKENS, keep_granularity=granularity)
         r["stages"][0]["train"] = sorted(set(r["stages"][0]["train"]) | {"selectors"})
     r["run"]["out_dir"] = str(out)
     return r
@@ -56,6 +57,8 @@ def main() -> None:
     p.add_argument("--flops-target", type=float, required=True, help="fraction of the teacher's FLOPs, e.g. 0.6")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--tokens", action="store_true", help="also a student that skips tokens")
+    p.add_argument("--keep-granularity", choices=("scale", "block"), default="scale",
+                   help="the token student's keep ratios: per scale, or per block and scale")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
@@ -69,7 +72,8 @@ def main() -> None:
     students = {"act": False} | ({"act_tokens": True} if a.tokens else {})
     for name, tok in students.items():
         rp = out / f"{name}.yaml"
-        rp.write_text(yaml.safe_dump(recipe_for(a.recipe, a.flops_target, out / name, tok), sort_keys=False))
+        rp.write_text(yaml.safe_dump(recipe_for(a.recipe, a.flops_target, out / name, tok, a.keep_granularity),
+                                     sort_keys=False))
         step(["distill", str(rp)], dry, out / name / "result.json")
     recipe, match = str(out / "act.yaml"), str(out / "act" / "student_init")
     rows = [f"act converted={match}", f"act distilled={out / 'act'}"]

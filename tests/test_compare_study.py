@@ -11,11 +11,14 @@ ROOT = Path(__file__).parent.parent
 def test_dry_run_lists_every_row_with_the_same_budget(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_study.py"),
                           str(ROOT / "recipes" / "testbed_digits.yaml"), "--flops-target", "0.6", "--out",
-                          str(tmp_path / "s"), "--tokens", "--dry-run"], capture_output=True, text=True, cwd=ROOT,
+                          str(tmp_path / "s"), "--tokens", "--keep-granularity", "block", "--dry-run"],
+                         capture_output=True, text=True, cwd=ROOT,
                          check=True).stdout.splitlines()
     assert sum(line.startswith("$ varcompress distill") for line in out) == 2
     prunes = [line for line in out if line.startswith("$ varcompress prune")]
     assert len(prunes) == 8 and sum("--finetune" in line for line in prunes) == 7  # + FastVAR training-free
     assert all(f"--finetune {tmp_path / 's' / 'act.yaml'}" in line for line in prunes if "--finetune" in line)
     assert out[-1].startswith("$ varcompress compare") and "--dataset digits" in out[-1]
-    assert (tmp_path / "s" / "act_tokens.yaml").read_text().count("sparse_scales: 3") == 1
+    tokens = (tmp_path / "s" / "act_tokens.yaml").read_text()
+    assert tokens.count("sparse_scales: 3") == 1 and tokens.count("keep_granularity: block") == 1
+    assert "keep_granularity" not in (tmp_path / "s" / "act.yaml").read_text()
