@@ -8,7 +8,8 @@ so a re-run resumes):
 1. `distill` the recipe at the budget (experts only, as shipped); with `--tokens` also a
    student that skips tokens (learned selector, prev-scale fill, last 3 scales; keep ratios
    per scale, or per block and scale with `--keep-granularity block`);
-2. `prune` every baseline at the experts-only student's FLOPs (`--match student_init`),
+2. `prune` every baseline at the experts-only student's FLOPs (`--match student_init`; the
+   token student's where experts alone cannot reach the budget),
    fine-tuned with the recipe's budget (`--finetune`: same data, seeds, steps, groups), and
    the FastVAR-style model once more without fine-tuning (training-free row). A baseline
    that cannot reach the budget (the scale split at large savings) is reported and left out;
@@ -70,13 +71,18 @@ def main() -> None:
         ["--teacher", teacher] + (["--vae", str(t["vae"])] if t.get("vae") else [])
     out.mkdir(parents=True, exist_ok=True)
     students = {"act": False} | ({"act_tokens": True} if a.tokens else {})
+    reached = {}
     for name, tok in students.items():
         rp = out / f"{name}.yaml"
         rp.write_text(yaml.safe_dump(recipe_for(a.recipe, a.flops_target, out / name, tok, a.keep_granularity),
                                      sort_keys=False))
-        step(["distill", str(rp)], dry, out / name / "result.json")
-    recipe, match = str(out / "act.yaml"), str(out / "act" / "student_init")
-    rows = [f"act converted={match}", f"act distilled={out / 'act'}"]
+        # experts alone may not reach a deep budget (scenes: at most ~39% fewer); the token student then leads
+        reached[name] = step(["distill", str(rp)], dry, out / name / "result.json", may_fail=a.tokens and not tok)
+    lead = "act" if reached["act"] else "act_tokens"
+    if lead != "act":
+        print(f"# act (experts only): cannot reach {a.flops_target}; baselines match act_tokens", flush=True)
+    recipe, match = str(out / f"{lead}.yaml"), str(out / lead / "student_init")
+    rows = [f"act converted={match}", f"act distilled={out / 'act'}"] if reached["act"] else []
     if a.tokens:
         rows += [f"act+tokens converted={out / 'act_tokens' / 'student_init'}",
                  f"act+tokens distilled={out / 'act_tokens'}"]
