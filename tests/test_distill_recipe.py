@@ -90,8 +90,9 @@ def test_yaml_reading(tmp_path):
 @pytest.mark.parametrize("name", sorted(p.name for p in RECIPES.glob("*.yaml")))
 def test_shipped_recipes_validate(name):
     r = load_recipe(RECIPES / name)
-    if name.startswith("testbed_"):
-        assert r["student"]["convert"]["flops_target"] <= 0.6
+    if name.startswith("testbed_"):  # 40% fewer FLOPs; scenes 30%: its recipe is experts only, and the
+        # FFN is 42% of that teacher's FLOPs (docs/TESTBED.md)
+        assert r["student"]["convert"]["flops_target"] <= (0.7 if name == "testbed_scenes.yaml" else 0.6)
     if name.startswith("official_"):
         assert r["run"]["precision"] == "bf16" and r["student"]["convert"]["flops_target"] is not None
 
