@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.var import teacher_force_with_hooks
 from .experts import ExpertFFN
 
 
@@ -33,16 +34,7 @@ def routed_inputs(model, labels: torch.Tensor, x: torch.Tensor, tokens: int, see
         take = torch.randperm(X.shape[0], generator=g)[:-(-tokens // calls)].to(X.device)
         caps[m].append(X.index_select(0, take).clone())
 
-    hooks = [m.register_forward_pre_hook(capture) for m in ffns]
-    was_training = model.training
-    model.eval()
-    try:
-        for i in range(0, labels.shape[0], batch):
-            model(labels[i:i + batch], x[i:i + batch])
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    teacher_force_with_hooks(model, labels, x, [m.register_forward_pre_hook(capture) for m in ffns], batch)
     return {m: torch.cat(v) for m, v in caps.items() if v}
 
 

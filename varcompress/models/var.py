@@ -150,6 +150,22 @@ class VAR(nn.Module):
 
 
 @torch.no_grad()
+def teacher_force_with_hooks(model: nn.Module, labels: torch.Tensor, x: torch.Tensor, handles: list,
+                             batch: int = 8) -> None:
+    """Teacher-force `model` over (labels, x) in batches, in eval mode, for the hooks whose `handles`
+    are given (they observe the pass); the hooks are removed and the mode restored however it ends."""
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, labels.shape[0], batch):
+            model(labels[i:i + batch], x[i:i + batch])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+@torch.no_grad()
 def cfg_generate(drawers: list[VAR], vae, B: int, label_B=None, g_seed: int | None = None, cfg: float = 1.5,
                  top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False, return_idx: bool = False):
     """Cached CFG generation in which `drawers[si]` draws scale si (one model for a plain VAR).

@@ -20,7 +20,7 @@ import torch
 
 from ..convert.calibrate import with_uncond
 from ..errors import VarcompressError
-from ..models.var import VAR
+from ..models.var import VAR, teacher_force_with_hooks
 from ..var_io import build_var
 
 
@@ -64,16 +64,7 @@ def activation_stats(var, labels: torch.Tensor, x: torch.Tensor, batch: int = 8)
                 count[0] += a.shape[0]
         return fn
 
-    handles = [f.act.register_forward_hook(hook(b)) for b, f in enumerate(ffns)]
-    was = var.training
-    var.eval()
-    try:
-        for i in range(0, labels.shape[0], batch):
-            var(labels[i:i + batch], x[i:i + batch])
-    finally:
-        for h in handles:
-            h.remove()
-        var.train(was)
+    teacher_force_with_hooks(var, labels, x, [f.act.register_forward_hook(hook(b)) for b, f in enumerate(ffns)], batch)
     return ActivationStats(sumsq, total, count[0])
 
 
