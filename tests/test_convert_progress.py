@@ -9,6 +9,7 @@ from varcompress.convert import ConvertConfig, api, budget, calibrate, convert
 from varcompress.convert.budget import KEEP_LEVELS, _fraction, _sparse, kl_to_teacher, measure_sensitivity
 from varcompress.engine import Engine
 from varcompress.engine.decode import FastDecoder
+from varcompress.models.var import with_uncond
 
 from .helpers import tiny_var
 from .test_generation import tiny_vae
@@ -19,7 +20,7 @@ def _activated(var):
     labels = torch.randint(0, var.num_classes, (8,), generator=g)
     x = torch.randn(8, var.L - var.first_l, var.Cvae, generator=g)
     cfg = ConvertConfig(experts=4, sparse_scales=2, calib_tokens=512, router_steps=5)
-    return convert(var, cfg, calib=(labels, x)), calibrate.with_uncond(var, labels[:4], x[:4])
+    return convert(var, cfg, calib=(labels, x)), with_uncond(var, labels[:4], x[:4])
 
 
 def _full_pass_sensitivity(model, labels, x, t):

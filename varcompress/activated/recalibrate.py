@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.var import teacher_force_with_hooks
+from ..models.var import teacher_force_with_hooks, with_uncond
 from .experts import ExpertFFN
 
 
@@ -48,9 +48,9 @@ def recalibrate(model, labels: torch.Tensor, x: torch.Tensor, compensation: bool
     Refitting the means of a *distilled* student hurts it (KL +7% on digits, docs/DISTILL.md): the
     student was trained with the stale means and relies on them; distill refits the activity only.
     """
-    labels = torch.cat((labels, torch.full_like(labels, model.num_classes)))
+    labels, x = with_uncond(model, labels, x)
     moved, active = [], []
-    for m, X in routed_inputs(model, labels, torch.cat((x, x)), tokens, seed).items():
+    for m, X in routed_inputs(model, labels, x, tokens, seed).items():
         if m.all_active() or m.routed == 0:
             continue
         if compensation and model.convert_cfg.compensation:

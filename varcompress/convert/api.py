@@ -18,11 +18,12 @@ from ..checkpoint import sha256_file
 from ..durable import check_output
 from ..errors import VarcompressError
 from ..formats.activated import save_activated
+from ..models.var import with_uncond
 from ..resolve import resolve_model
 from ..streams import derive_seed
 from ..testbed.teachers import teacher_card, teacher_paths
 from .budget import allocate
-from .calibrate import bar_off, calibration_data, iterate_teacher_blocks, teacher_logits, with_uncond
+from .calibrate import bar_off, calibration_data, iterate_teacher_blocks, teacher_logits
 
 
 @torch.no_grad()

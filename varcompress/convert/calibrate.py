@@ -42,11 +42,6 @@ def bar_off(progress: bool) -> bool | None:
     return True if not progress else None
 
 
-def with_uncond(var, labels: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each sample twice: with its label and with the unconditional one (CFG's second row)."""
-    return torch.cat((labels, torch.full_like(labels, var.num_classes))), torch.cat((x, x))
-
-
 def token_subset(N: int, L: int, T: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """T distinct random (sample, position) pairs out of N*L."""
     g = torch.Generator().manual_seed(seed)

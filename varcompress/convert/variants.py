@@ -15,9 +15,10 @@ import torch
 from ..activated.config import ConvertConfig
 from ..flops import var_flops
 from ..metrics.kl import log_probs, token_kl
+from ..models.var import with_uncond
 from ..streams import derive_seed
 from .api import convert
-from .calibrate import calibration_data, with_uncond
+from .calibrate import calibration_data
 
 PRESETS = {
     # component choices at a fixed budget: half the routed experts, keep 0.5 on the last 3 scales

@@ -149,6 +149,11 @@ class VAR(nn.Module):
         return torch.as_tensor(label_B, device=dev).long().reshape(B)
 
 
+def with_uncond(var, labels: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample twice: with its label and with the unconditional one (CFG's second row)."""
+    return torch.cat((labels, torch.full_like(labels, var.num_classes))), torch.cat((x, x))
+
+
 @torch.no_grad()
 def teacher_force_with_hooks(model: nn.Module, labels: torch.Tensor, x: torch.Tensor, handles: list,
                              batch: int = 8) -> None:

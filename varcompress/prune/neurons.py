@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..convert.calibrate import with_uncond
 from ..errors import VarcompressError
-from ..models.var import VAR, teacher_force_with_hooks
+from ..models.var import VAR, teacher_force_with_hooks, with_uncond
 from ..var_io import build_var
 
 
