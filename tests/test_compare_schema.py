@@ -8,7 +8,7 @@ import json
 import pytest
 
 from varcompress.compare import REPORT_SCHEMA, ROW_SCHEMA, SCHEMA_VERSION, validate_report
-from varcompress.compare.report import CSV_FIELDS, csv_text, markdown, pareto_front
+from varcompress.compare.report import CSV_FIELDS, csv_text, deployed_latency, latency_axis, markdown, pareto_front
 from varcompress.errors import VarcompressError
 
 
@@ -90,3 +90,13 @@ def test_renderers():
     # (1, 5) dominates nothing with fewer FLOPs; (2, 9) is worse than (1, 5); (3, 1) is better
     assert pareto_front([(2, 9), (1, 5), (3, 1), (4, 2)], lower_is_better=True) == [1, 2]
     assert pareto_front([(1, 0.5), (2, 0.9), (3, 0.8)], lower_is_better=False) == [0, 1]
+
+
+def test_latency_axis_places_each_row_at_its_deployed_path():
+    engine = {"engine_latency_s": 1.0, "latency_s": 3.0}
+    split = {"engine_latency_s": None, "latency_s": 2.5}  # the engine refuses a two-model split
+    assert deployed_latency(engine) == (1.0, False) and deployed_latency(split) == (2.5, True)
+    # one model without an engine no longer moves every row to the eager path
+    assert latency_axis([engine, split]).startswith("engine, hollow: eager")
+    assert latency_axis([engine, engine]) == "engine" and latency_axis([split]) == "eager path"
+    assert latency_axis([engine, {"engine_latency_s": None, "latency_s": None}]) is None  # untimed: no plot

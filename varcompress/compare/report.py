@@ -140,12 +140,25 @@ def pareto_front(points: list[tuple[float, float]], lower_is_better: bool) -> li
 PANELS = (("fid", True), ("accuracy", False), ("kl", True), ("top1", False))
 
 
-def latency_axis(rows: list[dict]) -> tuple[str, str] | None:
-    """The latency to plot: the engine's at the largest batch if every row has it, else the eager path's."""
-    for key, name in (("engine_latency_s", "engine"), ("latency_s", "eager path")):
-        if all(r.get(key) is not None for r in rows):
-            return key, name
-    return None
+def deployed_latency(row: dict) -> tuple[float | None, bool]:
+    """A row's fastest deployable path at the largest batch: the engine's seconds, else (a model the
+    engine refuses, e.g. the two-model scale split) the eager path's; and whether it fell back."""
+    if row.get("engine_latency_s") is not None:
+        return row["engine_latency_s"], False
+    return row.get("latency_s"), row.get("latency_s") is not None
+
+
+def latency_axis(rows: list[dict]) -> str | None:
+    """The latency axis' label, None if some row was not timed. Rows are placed at their deployed
+    latency: plotting every row at the eager path because one model has no engine would hide what
+    the engine does for the others."""
+    timed = [deployed_latency(r) for r in rows]
+    if any(t is None for t, _ in timed):
+        return None
+    fallback = [fb for _, fb in timed]
+    if all(fallback):
+        return "eager path"
+    return "engine" + (", hollow: eager" if any(fallback) else "")
 
 
 def pareto_plot(rows: list[dict], path: Path, name: str, axis: str = "gflops") -> bool:
@@ -164,9 +177,10 @@ def pareto_plot(rows: list[dict], path: Path, name: str, axis: str = "gflops") -
     lat = latency_axis(rows) if axis == "latency" else None
     if not panels or (axis == "latency" and lat is None):
         return False
-    xkey = "gflops" if axis == "gflops" else lat[0]
+    x_of = (lambda r: r["gflops"]) if axis == "gflops" else (lambda r: deployed_latency(r)[0])
+    hollow = (lambda r: False) if axis == "gflops" or lat == "eager path" else (lambda r: deployed_latency(r)[1])
     xlabel = "transformer GFLOPs per image (CFG)" if axis == "gflops" else \
-        f"measured s/batch ({lat[1]}, fresh processes)"
+        f"s/batch, fresh processes ({lat})"
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 2.6, 4.4), squeeze=False)
     markers = {"teacher": "*", "dense": "s", "activated": "o", "pruned": "^"}
     cmap = plt.get_cmap("tab20")
@@ -179,12 +193,14 @@ def pareto_plot(rows: list[dict], path: Path, name: str, axis: str = "gflops") -
         if log:
             rs = [r for r in rs if r[key] > 0]
             ax.set_yscale("log")
-        pts = [(r[xkey], r[key]) for r in rs]
+        pts = [(x_of(r), r[key]) for r in rs]
         for r, (x, y) in zip(rs, pts):
             ax.errorbar([x], [y], yerr=[r.get(f"{key}_std") or 0.0], fmt="none", ecolor=colour[r["method"]],
                         capsize=3, lw=1, zorder=2)
             ax.scatter([x], [y], marker=markers.get(r["kind"], "o"), s=110 if r["kind"] == "teacher" else 40,
-                       color=colour[r["method"]], edgecolors="k", linewidths=0.4, label=r["method"], zorder=3)
+                       color="none" if hollow(r) else colour[r["method"]],
+                       edgecolors=colour[r["method"]] if hollow(r) else "k", linewidths=1.2 if hollow(r) else 0.4,
+                       label=r["method"], zorder=3)
             if len(rows) <= 8:
                 ax.annotate(r["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         front = pareto_front(pts, lower)
